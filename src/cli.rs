@@ -1,0 +1,425 @@
+//! The command line: `goclaw serve [FLAGS]`, `--help`, `--version`.
+//!
+//! Owns the flag table of SPEC §2 and the precedence flag > `GOCLAW_*`
+//! variable > default. Turns arguments into a validated [`Config`] or a
+//! [`ConfigError`] naming the flag (or variable) at fault; never exits itself.
+
+use std::collections::HashMap;
+use std::fs::File;
+use std::io::Read;
+use std::path::{Path, PathBuf};
+
+use log::LevelFilter;
+
+use crate::config::{self, Config, ConfigError, MAX_TOKEN_BYTES, Token};
+
+/// What the command line asks for.
+pub enum Command {
+    /// Run the gateway.
+    Serve(Box<Config>),
+    /// Print this text on stdout and exit 0.
+    Help(String),
+    /// Print the version on stdout and exit 0.
+    Version,
+}
+
+/// One `serve` flag: its name, the placeholder for its value, the default
+/// shown in `--help` and a one-line description.
+struct Flag {
+    name: &'static str,
+    value: &'static str,
+    default: &'static str,
+    help: &'static str,
+}
+
+const FLAGS: &[Flag] = &[
+    Flag { name: "--listen", value: "ADDR", default: "127.0.0.1:18789", help: "WebSocket listener" },
+    Flag {
+        name: "--metrics-listen",
+        value: "ADDR",
+        default: "127.0.0.1:18790",
+        help: "listener for /metrics, /healthz, /readyz",
+    },
+    Flag { name: "--token", value: "TOKEN", default: "none", help: "shared secret clients present in connect" },
+    Flag {
+        name: "--token-file",
+        value: "PATH",
+        default: "none",
+        help: "read the token from a file ($CREDENTIALS_DIRECTORY/token is used when present)",
+    },
+    Flag {
+        name: "--state-dir",
+        value: "DIR",
+        default: "$STATE_DIRECTORY, $XDG_STATE_HOME/goclaw or ~/.local/state/goclaw",
+        help: "logs go to DIR/logs/goclaw.log",
+    },
+    Flag { name: "--log-level", value: "LEVEL", default: "info", help: "error, warn, info, debug or trace" },
+    Flag {
+        name: "--max-message-size",
+        value: "BYTES",
+        default: "524288",
+        help: "larger messages or frames close the connection with 1009",
+    },
+    Flag { name: "--pong-wait", value: "DUR", default: "60s", help: "a client silent this long is closed" },
+    Flag {
+        name: "--ping-period",
+        value: "DUR",
+        default: "9/10 of --pong-wait",
+        help: "server ping interval; must be shorter than --pong-wait",
+    },
+    Flag { name: "--write-wait", value: "DUR", default: "10s", help: "output stalled this long closes the connection" },
+    Flag {
+        name: "--handshake-timeout",
+        value: "DUR",
+        default: "10s",
+        help: "time from TCP accept to a completed connect",
+    },
+    Flag { name: "--rate-limit", value: "PER_SEC", default: "5", help: "new connections per second per source IP" },
+    Flag { name: "--rate-burst", value: "N", default: "10", help: "bucket size for --rate-limit" },
+    Flag {
+        name: "--max-connections",
+        value: "N",
+        default: "1024",
+        help: "concurrent WebSocket connections (one thread each)",
+    },
+    Flag { name: "--message-rate", value: "PER_SEC", default: "100", help: "requests per second per connection" },
+    Flag { name: "--message-burst", value: "N", default: "200", help: "bucket size for --message-rate" },
+    Flag { name: "--tick-interval", value: "DUR", default: "15s", help: "tick event period" },
+    Flag {
+        name: "--shutdown-timeout",
+        value: "DUR",
+        default: "5s",
+        help: "grace period for clients to close on shutdown",
+    },
+    Flag {
+        name: "--allowed-origin",
+        value: "ORIGIN",
+        default: "any",
+        help: "browser Origin allowed to connect; repeatable (variable: comma-separated)",
+    },
+];
+
+/// The only flag that may be given more than once.
+const REPEATABLE: &str = "--allowed-origin";
+
+/// Parses `args` (without the program name). `env` looks up environment
+/// variables; tests pass a map instead of the real environment.
+///
+/// # Errors
+/// Unknown flags, missing or malformed values and invalid combinations, each
+/// as one [`ConfigError`] naming the flag or variable.
+pub fn parse<F>(args: &[String], env: F) -> Result<Command, ConfigError>
+where
+    F: Fn(&str) -> Option<String>,
+{
+    let Some((command, rest)) = args.split_first() else {
+        return Err(ConfigError::new("", "missing command; usage: goclaw serve [FLAGS] (see goclaw --help)"));
+    };
+    match command.as_str() {
+        "-h" | "--help" | "help" => Ok(Command::Help(top_help())),
+        "-V" | "--version" | "version" => Ok(Command::Version),
+        "serve" => parse_serve(rest, &env),
+        other => Err(ConfigError::new("", format!("unknown command {other:?} (see goclaw --help)"))),
+    }
+}
+
+fn parse_serve<F>(args: &[String], env: &F) -> Result<Command, ConfigError>
+where
+    F: Fn(&str) -> Option<String>,
+{
+    let mut given: HashMap<&'static str, Vec<String>> = HashMap::new();
+    let mut args = args.iter();
+    while let Some(arg) = args.next() {
+        if arg == "-h" || arg == "--help" {
+            return Ok(Command::Help(serve_help()));
+        }
+        let (name, inline) = match arg.split_once('=') {
+            Some((name, value)) => (name, Some(value.to_string())),
+            None => (arg.as_str(), None),
+        };
+        let Some(flag) = FLAGS.iter().find(|f| f.name == name) else {
+            let what = if arg.starts_with('-') { "unknown flag" } else { "unexpected argument" };
+            return Err(ConfigError::new("", format!("{what} {arg:?} (see goclaw serve --help)")));
+        };
+        let value = match inline {
+            Some(value) => value,
+            None => args.next().cloned().ok_or_else(|| ConfigError::new(flag.name, "missing value"))?,
+        };
+        let values = given.entry(flag.name).or_default();
+        if !values.is_empty() && flag.name != REPEATABLE {
+            return Err(ConfigError::new(flag.name, "given more than once"));
+        }
+        values.push(value);
+    }
+    let lookup = Lookup { given: &given, env };
+    build_config(&lookup).map(|config| Command::Serve(Box::new(config)))
+}
+
+/// Where a value came from, for error messages: the flag or the variable.
+struct Lookup<'a, F> {
+    given: &'a HashMap<&'static str, Vec<String>>,
+    env: &'a F,
+}
+
+impl<F: Fn(&str) -> Option<String>> Lookup<'_, F> {
+    /// The value of `flag` and the name to blame for it: the flag itself if
+    /// given, else its `GOCLAW_*` variable if set and non-empty.
+    fn get(&self, flag: &'static str) -> Option<(String, String)> {
+        if let Some(value) = self.given.get(flag).and_then(|v| v.last()) {
+            return Some((flag.to_string(), value.clone()));
+        }
+        let var = env_name(flag);
+        (self.env)(&var).filter(|v| !v.is_empty()).map(|value| (var, value))
+    }
+
+    fn parsed<T>(
+        &self,
+        flag: &'static str,
+        default: T,
+        parse: impl Fn(&str, &str) -> Result<T, ConfigError>,
+    ) -> Result<T, ConfigError> {
+        match self.get(flag) {
+            Some((source, value)) => parse(&source, &value),
+            None => Ok(default),
+        }
+    }
+}
+
+/// `--rate-burst` → `GOCLAW_RATE_BURST`.
+fn env_name(flag: &str) -> String {
+    format!("GOCLAW_{}", flag.trim_start_matches('-').replace('-', "_").to_ascii_uppercase())
+}
+
+fn build_config<F: Fn(&str) -> Option<String>>(lookup: &Lookup<'_, F>) -> Result<Config, ConfigError> {
+    let d = Config::default();
+    let pong_wait = lookup.parsed("--pong-wait", d.pong_wait, config::parse_duration)?;
+    let mut allowed_origins = Vec::new();
+    if let Some(values) = lookup.given.get(REPEATABLE) {
+        for value in values {
+            allowed_origins.push(config::parse_origin(REPEATABLE, value)?);
+        }
+    } else if let Some((source, value)) = lookup.get(REPEATABLE) {
+        for origin in value.split(',').map(str::trim).filter(|o| !o.is_empty()) {
+            allowed_origins.push(config::parse_origin(&source, origin)?);
+        }
+    }
+    let config = Config {
+        listen: lookup.parsed("--listen", d.listen, config::parse_addr)?,
+        metrics_listen: lookup.parsed("--metrics-listen", d.metrics_listen, config::parse_addr)?,
+        token: resolve_token(lookup)?,
+        state_dir: match lookup.get("--state-dir") {
+            Some((_, dir)) => Some(PathBuf::from(dir)),
+            None => default_state_dir(lookup.env),
+        },
+        log_level: lookup.parsed("--log-level", d.log_level, parse_level)?,
+        max_message_bytes: lookup.parsed("--max-message-size", d.max_message_bytes, parse_number)?,
+        pong_wait,
+        ping_period: lookup.parsed("--ping-period", pong_wait * 9 / 10, config::parse_duration)?,
+        write_wait: lookup.parsed("--write-wait", d.write_wait, config::parse_duration)?,
+        handshake_timeout: lookup.parsed("--handshake-timeout", d.handshake_timeout, config::parse_duration)?,
+        rate_limit_per_sec: lookup.parsed("--rate-limit", d.rate_limit_per_sec, parse_rate)?,
+        rate_burst: lookup.parsed("--rate-burst", d.rate_burst, parse_number)?,
+        max_connections: lookup.parsed("--max-connections", d.max_connections, parse_number)?,
+        message_rate_per_sec: lookup.parsed("--message-rate", d.message_rate_per_sec, parse_rate)?,
+        message_burst: lookup.parsed("--message-burst", d.message_burst, parse_number)?,
+        flood_close_after: d.flood_close_after,
+        tick_interval: lookup.parsed("--tick-interval", d.tick_interval, config::parse_duration)?,
+        shutdown_timeout: lookup.parsed("--shutdown-timeout", d.shutdown_timeout, config::parse_duration)?,
+        allowed_origins,
+    };
+    config.validate()?;
+    Ok(config)
+}
+
+/// Token sources, first match wins: `--token`, `--token-file`,
+/// `GOCLAW_TOKEN`, `GOCLAW_TOKEN_FILE`, `$CREDENTIALS_DIRECTORY/token`.
+/// Two sources at the same level are ambiguous and refused.
+fn resolve_token<F: Fn(&str) -> Option<String>>(lookup: &Lookup<'_, F>) -> Result<Option<Token>, ConfigError> {
+    let flag = |name| lookup.given.get(name).and_then(|v| v.last()).cloned();
+    let var = |name| (lookup.env)(name).filter(|v: &String| !v.is_empty());
+    let levels = [
+        (flag("--token"), flag("--token-file"), "--token", "--token-file"),
+        (var("GOCLAW_TOKEN"), var("GOCLAW_TOKEN_FILE"), "GOCLAW_TOKEN", "GOCLAW_TOKEN_FILE"),
+    ];
+    for (token, file, token_name, file_name) in levels {
+        match (token, file) {
+            (Some(_), Some(_)) => {
+                return Err(ConfigError::new(token_name, format!("use either {token_name} or {file_name}, not both")));
+            }
+            (Some(token), None) => return Token::new(token_name, token).map(Some),
+            (None, Some(path)) => return read_token_file(file_name, Path::new(&path)).map(Some),
+            (None, None) => {}
+        }
+    }
+    if let Some(dir) = var("CREDENTIALS_DIRECTORY") {
+        let path = Path::new(&dir).join("token");
+        if path.exists() {
+            return read_token_file("$CREDENTIALS_DIRECTORY/token", &path).map(Some);
+        }
+    }
+    Ok(None)
+}
+
+/// Reads a token file, bounded in size, trailing newline trimmed.
+fn read_token_file(source: &'static str, path: &Path) -> Result<Token, ConfigError> {
+    let cannot = |why: String| ConfigError::new(source, format!("cannot read {}: {why}", path.display()));
+    let file = File::open(path).map_err(|e| cannot(e.to_string()))?;
+    let mut text = String::new();
+    // Read one byte past the bound (plus a CRLF) so an oversized file is noticed.
+    file.take(MAX_TOKEN_BYTES as u64 + 3).read_to_string(&mut text).map_err(|e| cannot(e.to_string()))?;
+    let token = text.trim_end_matches(['\r', '\n']).to_string();
+    Token::new(source, token)
+}
+
+fn default_state_dir<F: Fn(&str) -> Option<String>>(env: &F) -> Option<PathBuf> {
+    let set = |name| env(name).filter(|v: &String| !v.is_empty());
+    if let Some(dirs) = set("STATE_DIRECTORY") {
+        // systemd passes a colon-separated list when several are configured.
+        return dirs.split(':').next().map(PathBuf::from);
+    }
+    if let Some(xdg) = set("XDG_STATE_HOME").filter(|p| Path::new(p).is_absolute()) {
+        return Some(Path::new(&xdg).join("goclaw"));
+    }
+    set("HOME").map(|home| Path::new(&home).join(".local/state/goclaw"))
+}
+
+fn parse_level(source: &str, text: &str) -> Result<LevelFilter, ConfigError> {
+    match text.to_ascii_lowercase().as_str() {
+        "error" => Ok(LevelFilter::Error),
+        "warn" => Ok(LevelFilter::Warn),
+        "info" => Ok(LevelFilter::Info),
+        "debug" => Ok(LevelFilter::Debug),
+        "trace" => Ok(LevelFilter::Trace),
+        _ => Err(ConfigError::new(source, format!("invalid level {text:?}: use error, warn, info, debug or trace"))),
+    }
+}
+
+fn parse_number<T: std::str::FromStr>(source: &str, text: &str) -> Result<T, ConfigError> {
+    text.parse().map_err(|_| ConfigError::new(source, format!("invalid number {text:?}: expected a whole number")))
+}
+
+fn parse_rate(source: &str, text: &str) -> Result<f64, ConfigError> {
+    match text.parse::<f64>() {
+        Ok(rate) if rate.is_finite() && rate > 0.0 => Ok(rate),
+        _ => Err(ConfigError::new(source, format!("invalid rate {text:?}: expected a number greater than zero"))),
+    }
+}
+
+fn top_help() -> String {
+    format!(
+        "goclaw {} — a small WebSocket gateway between nodes and operators\n\n\
+         usage:\n  goclaw serve [FLAGS]   run the gateway (goclaw serve --help lists the flags)\n  \
+         goclaw --version       print the version\n  goclaw --help          print this text\n",
+        env!("CARGO_PKG_VERSION")
+    )
+}
+
+fn serve_help() -> String {
+    let mut text = String::from(
+        "usage: goclaw serve [FLAGS]\n\n\
+         Every flag also reads the variable GOCLAW_<FLAG> (e.g. --pong-wait: GOCLAW_PONG_WAIT);\n\
+         a flag beats its variable, the variable beats the default. Durations take ms, s or m.\n\n",
+    );
+    let width = FLAGS.iter().map(|f| f.name.len() + f.value.len() + 1).max().unwrap_or(0);
+    for flag in FLAGS {
+        let left = format!("{} {}", flag.name, flag.value);
+        text.push_str(&format!("  {left:<width$}  {} (default: {})\n", flag.help, flag.default));
+    }
+    text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    fn args(list: &[&str]) -> Vec<String> {
+        list.iter().map(|s| s.to_string()).collect()
+    }
+
+    fn serve(list: &[&str], env: &[(&str, &str)]) -> Result<Config, ConfigError> {
+        let env: HashMap<String, String> = env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        match parse(&args(list), |name| env.get(name).cloned())? {
+            Command::Serve(config) => Ok(*config),
+            _ => panic!("not serve"),
+        }
+    }
+
+    #[test]
+    fn defaults() {
+        let config = serve(&["serve"], &[]).unwrap();
+        assert_eq!(config.listen.to_string(), "127.0.0.1:18789");
+        assert_eq!(config.ping_period, Duration::from_secs(54));
+        assert!(config.token.is_none());
+        assert!(config.state_dir.is_none());
+    }
+
+    #[test]
+    fn flag_beats_variable_beats_default() {
+        let env = [("GOCLAW_PONG_WAIT", "10s"), ("GOCLAW_RATE_BURST", "3")];
+        let config = serve(&["serve", "--pong-wait", "20s"], &env).unwrap();
+        assert_eq!(config.pong_wait, Duration::from_secs(20));
+        assert_eq!(config.ping_period, Duration::from_secs(18));
+        assert_eq!(config.rate_burst, 3);
+        let config = serve(&["serve", "--rate-burst=7"], &env).unwrap();
+        assert_eq!(config.rate_burst, 7);
+        assert_eq!(config.pong_wait, Duration::from_secs(10));
+    }
+
+    #[test]
+    fn errors_name_the_source() {
+        let cases: &[(&[&str], &[(&str, &str)], &str)] = &[
+            (&["serve", "--pong-wait", "5"], &[], "--pong-wait"),
+            (&["serve"], &[("GOCLAW_PONG_WAIT", "x")], "GOCLAW_PONG_WAIT"),
+            (&["serve", "--listen"], &[], "--listen"),
+            (&["serve", "--listen", "0.0.0.0:1"], &[], "--listen"),
+            (&["serve", "--token", "a", "--token-file", "/x"], &[], "--token"),
+            (&["serve", "--token-file", "/nonexistent/goclaw"], &[], "--token-file"),
+            (&["serve", "--ping-period", "70s"], &[], "--ping-period"),
+            (&["serve", "--max-connections", "0"], &[], "--max-connections"),
+            (&["serve", "--rate-limit", "-1"], &[], "--rate-limit"),
+            (&["serve", "--log-level", "loud"], &[], "--log-level"),
+            (&["serve", "--listen", "a", "--listen", "b"], &[], "--listen"),
+            (&["serve", "--nope"], &[], ""),
+            (&["serve", "extra"], &[], ""),
+            (&["launch"], &[], ""),
+        ];
+        for (list, env, flag) in cases {
+            let err = serve(list, env).err().unwrap_or_else(|| panic!("{list:?} accepted"));
+            assert_eq!(err.flag, *flag, "{list:?}: {err}");
+            assert!(!err.to_string().contains('\n'), "{err}");
+        }
+    }
+
+    #[test]
+    fn token_sources() {
+        let dir = std::env::temp_dir().join(format!("goclaw-cli-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("token"), "from-credentials\n").unwrap();
+        let creds = dir.to_str().unwrap();
+        let config = serve(&["serve", "--listen", "0.0.0.0:0"], &[("CREDENTIALS_DIRECTORY", creds)]).unwrap();
+        assert!(config.token.unwrap().matches("from-credentials"));
+        let config = serve(&["serve"], &[("CREDENTIALS_DIRECTORY", creds), ("GOCLAW_TOKEN", "env")]).unwrap();
+        assert!(config.token.unwrap().matches("env"));
+        let file = dir.join("token").to_str().unwrap().to_string();
+        let config = serve(&["serve", "--token-file", &file], &[("GOCLAW_TOKEN", "env")]).unwrap();
+        assert!(config.token.unwrap().matches("from-credentials"));
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn origins_and_help() {
+        let config = serve(&["serve"], &[("GOCLAW_ALLOWED_ORIGIN", "https://a.example, http://b.example:8080")]).unwrap();
+        assert_eq!(config.allowed_origins, ["https://a.example", "http://b.example:8080"]);
+        let config = serve(
+            &["serve", "--allowed-origin", "https://x.example", "--allowed-origin=https://y.example"],
+            &[("GOCLAW_ALLOWED_ORIGIN", "https://ignored.example")],
+        )
+        .unwrap();
+        assert_eq!(config.allowed_origins, ["https://x.example", "https://y.example"]);
+        let Ok(Command::Help(text)) = parse(&args(&["serve", "--help"]), |_| None) else { panic!() };
+        for flag in FLAGS {
+            assert!(text.contains(flag.name), "{}", flag.name);
+        }
+    }
+}

@@ -1,0 +1,394 @@
+//! The gateway's configuration: one plain struct, every default in one place.
+//!
+//! [`Config`] is built by [`crate::cli`] from flags and `GOCLAW_*` variables,
+//! checked once by [`Config::validate`], then frozen behind an `Arc` for the
+//! life of the process. Nothing here does I/O except reading the token file.
+
+use std::fmt;
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::path::PathBuf;
+use std::time::Duration;
+
+use log::LevelFilter;
+
+/// Smallest accepted `--max-message-size`: a `connect` request must fit.
+pub const MIN_MESSAGE_BYTES: usize = 1024;
+/// Largest accepted `--max-message-size` (64 MiB): one message of this size
+/// may be buffered per connection, so a bigger limit is a memory hazard on a
+/// small board, not a feature.
+pub const MAX_MESSAGE_BYTES: usize = 64 << 20;
+/// Largest accepted `--max-connections`: each connection is a thread.
+pub const MAX_CONNECTIONS: usize = 100_000;
+/// Longest token accepted, in bytes; the comparison is constant-time over the
+/// presented token, so this also bounds the work an attacker can cause.
+pub const MAX_TOKEN_BYTES: usize = 4096;
+
+/// Everything the gateway needs to run. Built once at start-up, then shared
+/// read-only; see [`Config::default`] for the defaults of SPEC §2.
+#[derive(Clone)]
+pub struct Config {
+    /// WebSocket listener (`--listen`, default `127.0.0.1:18789`).
+    pub listen: SocketAddr,
+    /// Listener for `/metrics`, `/healthz` and `/readyz` (`--metrics-listen`,
+    /// default `127.0.0.1:18790`).
+    pub metrics_listen: SocketAddr,
+    /// Shared secret clients present in `connect`; `None` turns auth off
+    /// (allowed on loopback only, see [`Config::validate`]).
+    pub token: Option<Token>,
+    /// Where logs go (`DIR/logs/goclaw.log`); `None` when no default could be
+    /// derived from the environment (no `$HOME`), in which case logs go to the
+    /// console only.
+    pub state_dir: Option<PathBuf>,
+    /// Console log level (`--log-level`, default `info`).
+    pub log_level: LevelFilter,
+    /// Largest message and largest frame a client may send, in bytes
+    /// (`--max-message-size`, default 512 KiB). Over it: close 1009.
+    pub max_message_bytes: usize,
+    /// A client that sends nothing (not even a pong) for this long is closed
+    /// (`--pong-wait`, default 60 s).
+    pub pong_wait: Duration,
+    /// Interval between server pings (`--ping-period`, default 9/10 of
+    /// `pong_wait`); must be shorter than `pong_wait`.
+    pub ping_period: Duration,
+    /// A connection whose queued output makes no progress for this long is
+    /// closed (`--write-wait`, default 10 s).
+    pub write_wait: Duration,
+    /// Time from TCP accept to a completed `connect` (`--handshake-timeout`,
+    /// default 10 s). Slowloris protection.
+    pub handshake_timeout: Duration,
+    /// New connections per second per source IP (`--rate-limit`, default 5).
+    pub rate_limit_per_sec: f64,
+    /// Bucket size for the above (`--rate-burst`, default 10).
+    pub rate_burst: u32,
+    /// Concurrent WebSocket connections, each a thread (`--max-connections`,
+    /// default 1024). Further upgrades get 503 without a thread.
+    pub max_connections: usize,
+    /// Requests per second per connection (`--message-rate`, default 100).
+    pub message_rate_per_sec: f64,
+    /// Bucket size for the above (`--message-burst`, default 200).
+    pub message_burst: u32,
+    /// A client rate-limited without a quiet second for this long is closed
+    /// with 1008 (default 10 s, SPEC §4.2). Not a flag: tests shorten it.
+    pub flood_close_after: Duration,
+    /// Period of the `tick` event (`--tick-interval`, default 15 s).
+    pub tick_interval: Duration,
+    /// Grace period for clients to close on shutdown (`--shutdown-timeout`,
+    /// default 5 s).
+    pub shutdown_timeout: Duration,
+    /// Browser origins allowed to connect (`--allowed-origin`, repeatable).
+    /// Empty: any origin. Requests without `Origin` are always allowed.
+    pub allowed_origins: Vec<String>,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        let pong_wait = Duration::from_secs(60);
+        Config {
+            listen: SocketAddr::from(([127, 0, 0, 1], 18789)),
+            metrics_listen: SocketAddr::from(([127, 0, 0, 1], 18790)),
+            token: None,
+            state_dir: None,
+            log_level: LevelFilter::Info,
+            max_message_bytes: 512 * 1024,
+            pong_wait,
+            ping_period: pong_wait * 9 / 10,
+            write_wait: Duration::from_secs(10),
+            handshake_timeout: Duration::from_secs(10),
+            rate_limit_per_sec: 5.0,
+            rate_burst: 10,
+            max_connections: 1024,
+            message_rate_per_sec: 100.0,
+            message_burst: 200,
+            flood_close_after: Duration::from_secs(10),
+            tick_interval: Duration::from_secs(15),
+            shutdown_timeout: Duration::from_secs(5),
+            allowed_origins: Vec::new(),
+        }
+    }
+}
+
+/// Written by hand, not derived: the token shows only as present or absent,
+/// whatever `Token`'s own `Debug` does.
+impl fmt::Debug for Config {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Config")
+            .field("listen", &self.listen)
+            .field("metrics_listen", &self.metrics_listen)
+            .field("token", &self.token.as_ref().map(|_| "***"))
+            .field("state_dir", &self.state_dir)
+            .field("log_level", &self.log_level)
+            .field("max_message_bytes", &self.max_message_bytes)
+            .field("pong_wait", &self.pong_wait)
+            .field("ping_period", &self.ping_period)
+            .field("write_wait", &self.write_wait)
+            .field("handshake_timeout", &self.handshake_timeout)
+            .field("rate_limit_per_sec", &self.rate_limit_per_sec)
+            .field("rate_burst", &self.rate_burst)
+            .field("max_connections", &self.max_connections)
+            .field("message_rate_per_sec", &self.message_rate_per_sec)
+            .field("message_burst", &self.message_burst)
+            .field("flood_close_after", &self.flood_close_after)
+            .field("tick_interval", &self.tick_interval)
+            .field("shutdown_timeout", &self.shutdown_timeout)
+            .field("allowed_origins", &self.allowed_origins)
+            .finish()
+    }
+}
+
+impl Config {
+    /// Checks the combination of values; the error names the flag at fault.
+    ///
+    /// # Errors
+    /// A [`ConfigError`] for the first value out of range, for
+    /// `ping_period >= pong_wait`, and for a non-loopback `listen` without a
+    /// token (the guardrail of SPEC §2).
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let positive = [
+            ("--pong-wait", self.pong_wait),
+            ("--ping-period", self.ping_period),
+            ("--write-wait", self.write_wait),
+            ("--handshake-timeout", self.handshake_timeout),
+            ("--tick-interval", self.tick_interval),
+        ];
+        for (flag, value) in positive {
+            if value.is_zero() {
+                return Err(ConfigError::new(flag, "must be greater than zero"));
+            }
+        }
+        if self.ping_period >= self.pong_wait {
+            return Err(ConfigError::new(
+                "--ping-period",
+                format!(
+                    "must be shorter than --pong-wait ({} ms >= {} ms)",
+                    self.ping_period.as_millis(),
+                    self.pong_wait.as_millis()
+                ),
+            ));
+        }
+        if !(MIN_MESSAGE_BYTES..=MAX_MESSAGE_BYTES).contains(&self.max_message_bytes) {
+            return Err(ConfigError::new(
+                "--max-message-size",
+                format!("must be between {MIN_MESSAGE_BYTES} and {MAX_MESSAGE_BYTES} bytes"),
+            ));
+        }
+        if !(1..=MAX_CONNECTIONS).contains(&self.max_connections) {
+            return Err(ConfigError::new(
+                "--max-connections",
+                format!("must be between 1 and {MAX_CONNECTIONS}"),
+            ));
+        }
+        let rates = [
+            ("--rate-limit", self.rate_limit_per_sec),
+            ("--message-rate", self.message_rate_per_sec),
+        ];
+        for (flag, rate) in rates {
+            if !(rate.is_finite() && rate > 0.0) {
+                return Err(ConfigError::new(flag, "must be a number greater than zero"));
+            }
+        }
+        for (flag, burst) in [("--rate-burst", self.rate_burst), ("--message-burst", self.message_burst)] {
+            if burst == 0 {
+                return Err(ConfigError::new(flag, "must be at least 1"));
+            }
+        }
+        if self.token.is_none() && !self.listen.ip().is_loopback() {
+            return Err(ConfigError::new(
+                "--listen",
+                format!(
+                    "refusing to listen on {} without a token: set --token, --token-file or \
+                     GOCLAW_TOKEN, or listen on a loopback address",
+                    self.listen
+                ),
+            ));
+        }
+        Ok(())
+    }
+
+    /// The heartbeat's ping interval in milliseconds, as announced in `hello-ok`.
+    pub(crate) fn ping_period_ms(&self) -> u128 {
+        self.ping_period.as_millis()
+    }
+}
+
+/// The shared secret. Its `Debug` prints `***`, and nothing logs it.
+#[derive(Clone)]
+pub struct Token(String);
+
+impl Token {
+    /// Wraps a token.
+    ///
+    /// # Errors
+    /// An empty token or one over [`MAX_TOKEN_BYTES`] is refused; `flag` names
+    /// where it came from.
+    pub fn new(flag: &'static str, token: String) -> Result<Token, ConfigError> {
+        if token.is_empty() {
+            return Err(ConfigError::new(flag, "token is empty"));
+        }
+        if token.len() > MAX_TOKEN_BYTES {
+            return Err(ConfigError::new(flag, format!("token is longer than {MAX_TOKEN_BYTES} bytes")));
+        }
+        Ok(Token(token))
+    }
+
+    /// Compares a presented token with this one in time that depends only on
+    /// the length of the presented token, never on where the first differing
+    /// byte is (no early exit).
+    pub fn matches(&self, presented: &str) -> bool {
+        let expected = self.0.as_bytes();
+        let presented = presented.as_bytes();
+        let mut diff = expected.len() ^ presented.len();
+        for (i, &byte) in presented.iter().enumerate() {
+            let want = expected.get(i).copied().unwrap_or(0);
+            diff |= usize::from(want ^ byte);
+        }
+        std::hint::black_box(diff) == 0
+    }
+}
+
+impl fmt::Debug for Token {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Token(***)")
+    }
+}
+
+/// A bad flag or value. Fatal at start-up: the process prints it on one line
+/// and exits with status 2. The operator is at fault.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError {
+    /// The flag (or variable) at fault, e.g. `--pong-wait`.
+    pub flag: String,
+    /// What is wrong with it.
+    pub message: String,
+}
+
+impl ConfigError {
+    /// Builds an error about `flag`.
+    pub fn new(flag: impl Into<String>, message: impl Into<String>) -> ConfigError {
+        ConfigError { flag: flag.into(), message: message.into() }
+    }
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.flag.is_empty() {
+            f.write_str(&self.message)
+        } else {
+            write!(f, "{}: {}", self.flag, self.message)
+        }
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+/// Parses a duration with a unit: `250ms`, `60s`, `2m`.
+///
+/// # Errors
+/// Anything else, including a bare number, is refused with a hint.
+pub fn parse_duration(flag: &str, text: &str) -> Result<Duration, ConfigError> {
+    let bad = || {
+        ConfigError::new(
+            flag,
+            format!("invalid duration {text:?}: expected a whole number with ms, s or m (e.g. 250ms, 60s, 2m)"),
+        )
+    };
+    let split = text.find(|c: char| !c.is_ascii_digit()).ok_or_else(bad)?;
+    let (number, unit) = text.split_at(split);
+    let number: u64 = number.parse().map_err(|_| bad())?;
+    let millis = match unit {
+        "ms" => Some(number),
+        "s" => number.checked_mul(1000),
+        "m" => number.checked_mul(60_000),
+        _ => None,
+    };
+    millis.map(Duration::from_millis).ok_or_else(bad)
+}
+
+/// Resolves `host:port` (an IP literal or a name such as `localhost`) to the
+/// first address it names.
+///
+/// # Errors
+/// An address that does not parse or resolve.
+pub fn parse_addr(flag: &str, text: &str) -> Result<SocketAddr, ConfigError> {
+    if let Ok(addr) = text.parse::<SocketAddr>() {
+        return Ok(addr);
+    }
+    let bad = |why: String| ConfigError::new(flag, format!("invalid address {text:?}: {why}"));
+    let mut addrs = text.to_socket_addrs().map_err(|e| bad(e.to_string()))?;
+    addrs.next().ok_or_else(|| bad("resolves to no address".into()))
+}
+
+/// Normalizes an `--allowed-origin` value: `scheme://host[:port]`, lowercase,
+/// without a trailing slash, as browsers send it.
+///
+/// # Errors
+/// A value without a scheme or with a path.
+pub fn parse_origin(flag: &str, text: &str) -> Result<String, ConfigError> {
+    let origin = text.trim_end_matches('/').to_ascii_lowercase();
+    let valid = match origin.split_once("://") {
+        Some((scheme, host)) => !scheme.is_empty() && !host.is_empty() && !host.contains('/'),
+        None => false,
+    };
+    if !valid {
+        return Err(ConfigError::new(
+            flag,
+            format!("invalid origin {text:?}: expected scheme://host[:port], e.g. https://dash.example.com"),
+        ));
+    }
+    Ok(origin)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations() {
+        let cases: &[(&str, Option<u64>)] = &[
+            ("250ms", Some(250)),
+            ("60s", Some(60_000)),
+            ("2m", Some(120_000)),
+            ("0s", Some(0)),
+            ("60", None),
+            ("s", None),
+            ("1.5s", None),
+            ("-1s", None),
+            ("10h", None),
+            ("", None),
+            ("99999999999999999999s", None),
+        ];
+        for &(text, want) in cases {
+            let got = parse_duration("--x", text).ok().map(|d| d.as_millis() as u64);
+            assert_eq!(got, want, "{text:?}");
+        }
+    }
+
+    #[test]
+    fn token_compare() {
+        let token = Token::new("--token", "s3cret".into()).unwrap();
+        assert!(token.matches("s3cret"));
+        for wrong in ["", "s3cre", "s3cret!", "S3cret", "x3cret"] {
+            assert!(!token.matches(wrong), "{wrong:?}");
+        }
+        assert_eq!(format!("{token:?}"), "Token(***)");
+        assert!(Token::new("--token", String::new()).is_err());
+    }
+
+    #[test]
+    fn guardrail_and_ranges() {
+        let mut config = Config::default();
+        assert_eq!(config.validate(), Ok(()));
+        config.listen = "0.0.0.0:1".parse().unwrap();
+        assert_eq!(config.validate().unwrap_err().flag, "--listen");
+        config.token = Some(Token::new("--token", "t".into()).unwrap());
+        assert_eq!(config.validate(), Ok(()));
+        config.ping_period = config.pong_wait;
+        assert_eq!(config.validate().unwrap_err().flag, "--ping-period");
+    }
+
+    #[test]
+    fn origins() {
+        assert_eq!(parse_origin("o", "https://A.example/").unwrap(), "https://a.example");
+        assert!(parse_origin("o", "a.example").is_err());
+        assert!(parse_origin("o", "https://a.example/path").is_err());
+    }
+}
