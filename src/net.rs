@@ -1,0 +1,71 @@
+//! Socket calls with the gateway's timing rules; the only module that talks
+//! to the OS about a client socket.
+//!
+//! Reads take an absolute deadline and recompute the socket timeout before
+//! every call, so a client that trickles one byte at a time cannot stretch a
+//! deadline (ureq's `stream.rs` does the same). Sends from shared threads are
+//! non-blocking (`MSG_DONTWAIT`) and never wait on a client.
+
+use std::io::{self, ErrorKind, Read, Write};
+use std::net::{Shutdown, TcpStream};
+use std::os::fd::AsRawFd;
+use std::time::Instant;
+
+use nix::errno::Errno;
+use nix::sys::socket::{MsgFlags, send};
+
+/// Reads into `buf`, failing with `TimedOut` once `deadline` has passed.
+///
+/// # Errors
+/// `TimedOut` at the deadline; any socket error as is. `Ok(0)` is end of
+/// stream.
+pub fn read_before(stream: &TcpStream, buf: &mut [u8], deadline: Instant) -> io::Result<usize> {
+    let left = deadline.saturating_duration_since(Instant::now());
+    if left.is_zero() {
+        return Err(ErrorKind::TimedOut.into());
+    }
+    stream.set_read_timeout(Some(left))?;
+    let mut reader = stream;
+    match reader.read(buf) {
+        // SO_RCVTIMEO expiry surfaces as EAGAIN on Unix; it means the deadline passed.
+        Err(e) if e.kind() == ErrorKind::WouldBlock => Err(ErrorKind::TimedOut.into()),
+        other => other,
+    }
+}
+
+/// Sends as much of `buf` as the socket takes right now, without blocking.
+/// `Ok(0)` means the send buffer is full.
+///
+/// # Errors
+/// A broken connection (`EPIPE`, `ECONNRESET`, ...).
+pub fn send_now(stream: &TcpStream, buf: &[u8]) -> io::Result<usize> {
+    if buf.is_empty() {
+        return Ok(0);
+    }
+    loop {
+        // MSG_NOSIGNAL: a peer that went away is an error here, never SIGPIPE.
+        match send(stream.as_raw_fd(), buf, MsgFlags::MSG_DONTWAIT | MsgFlags::MSG_NOSIGNAL) {
+            Ok(n) => return Ok(n),
+            Err(Errno::EINTR) => continue,
+            Err(Errno::EAGAIN) => return Ok(0),
+            Err(errno) => return Err(io::Error::from(errno)),
+        }
+    }
+}
+
+/// Blocking write of a whole buffer, bounded by the socket's write timeout
+/// (`--write-wait`, set at accept). Only a connection's own thread calls
+/// this, and only before the upgrade completes.
+///
+/// # Errors
+/// Timeout or a broken connection.
+pub fn write_all(stream: &TcpStream, buf: &[u8]) -> io::Result<()> {
+    let mut writer = stream;
+    writer.write_all(buf)
+}
+
+/// Ends the connection in both directions; wakes a thread blocked reading
+/// it. Errors (already closed) are irrelevant here.
+pub fn cut(stream: &TcpStream) {
+    let _ = stream.shutdown(Shutdown::Both);
+}

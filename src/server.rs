@@ -1,0 +1,268 @@
+//! The gateway as a whole: binding, the accept loop, and the ordered
+//! shutdown of SPEC §7.
+//!
+//! The accept thread refuses what it can without a thread (rate limit,
+//! capacity, shutdown) and spawns one thread per admitted connection.
+//! [`Gateway::shutdown`] is the only way down: readiness off, accept loop
+//! woken and joined, `shutdown` event, pending invokes answered, close 1001,
+//! grace period, cut, every thread joined.
+
+use std::fmt;
+use std::io::{self, Read, Write};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, Shutdown, SocketAddr, TcpListener, TcpStream};
+use std::sync::Arc;
+use std::thread::{self, JoinHandle};
+use std::time::{Duration, Instant};
+
+use log::{debug, info, warn};
+
+use crate::config::{Config, ConfigError};
+use crate::conn;
+use crate::heartbeat;
+use crate::http::Refusal;
+use crate::metrics::{ErrorType, Metrics};
+use crate::protocol::ErrorCode;
+use crate::shared::{Answer, Shared};
+
+/// Pause after an `accept()` error such as EMFILE, so a full descriptor
+/// table does not turn the accept loop into a busy loop.
+const ACCEPT_ERROR_PAUSE: Duration = Duration::from_millis(100);
+/// How long the shutdown path waits to connect to its own listener.
+const WAKE_CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// Why the gateway could not start. Fatal: the process exits non-zero with
+/// this on one line.
+#[derive(Debug)]
+pub enum StartError {
+    /// The configuration is invalid (exit status 2).
+    Config(ConfigError),
+    /// The listener could not be bound (port in use, permission).
+    Bind {
+        /// The address asked for.
+        addr: SocketAddr,
+        /// Why.
+        source: io::Error,
+    },
+    /// A gateway thread could not be started.
+    Thread(io::Error),
+}
+
+impl fmt::Display for StartError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            StartError::Config(e) => write!(f, "{e}"),
+            StartError::Bind { addr, source } => write!(f, "cannot listen on {addr}: {source}"),
+            StartError::Thread(e) => write!(f, "cannot start a thread: {e}"),
+        }
+    }
+}
+
+impl std::error::Error for StartError {}
+
+/// What shutdown did, for the last log line and for tests.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ShutdownReport {
+    /// Clients that were sent the `shutdown` event and a close frame.
+    pub notified: usize,
+    /// Pending invokes answered `UNAVAILABLE`.
+    pub unavailable: usize,
+    /// Connections still open after the grace period, cut.
+    pub cut: usize,
+    /// Connection threads joined.
+    pub joined: usize,
+}
+
+/// A running gateway. Dropping it shuts it down.
+#[derive(Debug)]
+pub struct Gateway {
+    shared: Arc<Shared>,
+    accept: Option<JoinHandle<()>>,
+    heartbeat: Option<JoinHandle<()>>,
+}
+
+impl Gateway {
+    /// Binds the listener and starts the accept and heartbeat threads.
+    ///
+    /// # Errors
+    /// An invalid configuration, a listener that cannot be bound, or a thread
+    /// that cannot be started.
+    pub fn start(config: Config) -> Result<Gateway, StartError> {
+        config.validate().map_err(StartError::Config)?;
+        let listener =
+            TcpListener::bind(config.listen).map_err(|source| StartError::Bind { addr: config.listen, source })?;
+        let local_addr = listener.local_addr().map_err(|source| StartError::Bind { addr: config.listen, source })?;
+        if config.token.is_none() {
+            warn!(addr:% = local_addr; "no token configured: authentication is off (loopback only)");
+        }
+        let shared = Arc::new(Shared::new(config, local_addr));
+        let mut gateway = Gateway { shared: shared.clone(), accept: None, heartbeat: None };
+        let beat = shared.clone();
+        gateway.heartbeat = Some(
+            thread::Builder::new()
+                .name("heartbeat".into())
+                .spawn(move || heartbeat::run(beat))
+                .map_err(StartError::Thread)?,
+        );
+        let accept = shared.clone();
+        gateway.accept = Some(
+            thread::Builder::new()
+                .name("accept".into())
+                .spawn(move || accept_loop(&accept, &listener))
+                .map_err(StartError::Thread)?,
+        );
+        info!(addr:% = local_addr, version = env!("CARGO_PKG_VERSION"); "listening");
+        Ok(gateway)
+    }
+
+    /// The address the WebSocket listener is bound to.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.shared.local_addr
+    }
+
+    /// The gateway's counters and gauges.
+    pub fn metrics(&self) -> &Metrics {
+        &self.shared.metrics
+    }
+
+    /// Connection threads alive (handshaking or connected).
+    pub fn active_connections(&self) -> usize {
+        self.shared.slots.active()
+    }
+
+    /// Source addresses remembered by the per-IP rate limiter.
+    pub fn rate_limited_sources(&self) -> usize {
+        self.shared.limiter.len()
+    }
+
+    /// True until shutdown begins (what `/readyz` reports).
+    pub fn is_ready(&self) -> bool {
+        !self.shared.is_draining()
+    }
+
+    /// Shuts down in the order of SPEC §7 and joins every thread.
+    pub fn shutdown(mut self) -> ShutdownReport {
+        self.stop()
+    }
+
+    fn stop(&mut self) -> ShutdownReport {
+        let shared = &self.shared;
+        shared.begin_draining();
+        info!(active = shared.slots.active(); "shutting down");
+        if let Some(accept) = self.accept.take() {
+            wake_accept(shared.local_addr);
+            let _ = accept.join();
+        }
+        let (clients, pending) = shared.hub.drain();
+        let event = conn::shutdown_event();
+        for client in &clients {
+            shared.send_event(client, &event);
+        }
+        let unavailable = pending.len();
+        for invoke in pending {
+            shared.answer(invoke, Answer::Gateway(ErrorCode::Unavailable, "the gateway is shutting down"));
+        }
+        for client in &clients {
+            shared.close(client, 1001, "server shutting down");
+        }
+        shared.slots.wait_idle(Instant::now() + shared.config.shutdown_timeout);
+        let remaining = shared.hub.all();
+        for conn in &remaining {
+            conn.out.cut();
+        }
+        let joined = shared.threads.join_all();
+        shared.waker.stop();
+        if let Some(heartbeat) = self.heartbeat.take() {
+            let _ = heartbeat.join();
+        }
+        let report = ShutdownReport { notified: clients.len(), unavailable, cut: remaining.len(), joined };
+        info!(notified = report.notified, unavailable = report.unavailable, cut = report.cut,
+            joined = report.joined; "shutdown complete");
+        report
+    }
+}
+
+impl Drop for Gateway {
+    fn drop(&mut self) {
+        if self.accept.is_some() || self.heartbeat.is_some() {
+            self.stop();
+        }
+    }
+}
+
+/// Unblocks `accept()` by connecting to our own listener.
+fn wake_accept(local: SocketAddr) {
+    let ip = match local.ip() {
+        IpAddr::V4(ip) if ip.is_unspecified() => IpAddr::V4(Ipv4Addr::LOCALHOST),
+        IpAddr::V6(ip) if ip.is_unspecified() => IpAddr::V6(Ipv6Addr::LOCALHOST),
+        ip => ip,
+    };
+    if let Err(e) = TcpStream::connect_timeout(&SocketAddr::new(ip, local.port()), WAKE_CONNECT_TIMEOUT) {
+        warn!(error:% = e; "could not wake the accept loop");
+    }
+}
+
+fn accept_loop(shared: &Arc<Shared>, listener: &TcpListener) {
+    loop {
+        let accepted = listener.accept();
+        if shared.is_draining() {
+            if let Ok((stream, _)) = accepted {
+                refuse_now(stream, Refusal::ShuttingDown);
+            }
+            return;
+        }
+        match accepted {
+            Ok((stream, addr)) => admit(shared, stream, addr),
+            Err(e) => {
+                shared.metrics.error(ErrorType::Io);
+                warn!(error:% = e; "accept failed");
+                thread::sleep(ACCEPT_ERROR_PAUSE);
+            }
+        }
+        shared.threads.reap();
+    }
+}
+
+/// Checks an accepted connection against the limits and starts its thread.
+fn admit(shared: &Arc<Shared>, stream: TcpStream, addr: SocketAddr) {
+    let accepted = Instant::now();
+    let refuse = |stream, refusal: Refusal| {
+        if let Some(kind) = refusal.error_type() {
+            shared.metrics.error(kind);
+        }
+        debug!(addr:% = addr, refusal:? = refusal; "connection refused");
+        refuse_now(stream, refusal);
+    };
+    if let Err(wait) = shared.limiter.check(addr.ip(), accepted) {
+        return refuse(stream, Refusal::RateLimited(wait));
+    }
+    if !shared.slots.try_acquire() {
+        return refuse(stream, Refusal::AtCapacity);
+    }
+    // Writes to a client never block longer than --write-wait; Nagle would
+    // only delay our small frames.
+    let configured = stream.set_nodelay(true).and_then(|()| stream.set_write_timeout(Some(shared.config.write_wait)));
+    if let Err(e) = configured {
+        shared.slots.release();
+        debug!(addr:% = addr, error:% = e; "connection lost at accept");
+        return;
+    }
+    if let Err(conn) = conn::spawn(shared, stream, addr, accepted) {
+        warn!(addr:% = addr, active = shared.slots.active(); "cannot start a connection thread");
+        shared.metrics.error(ErrorType::Capacity);
+        let _ = conn.out.stream().set_nonblocking(true);
+        let _ = (&*conn.out.stream()).write_all(Refusal::AtCapacity.response().as_bytes());
+    }
+}
+
+/// Answers a refused connection from the accept thread without blocking:
+/// reads what already arrived of the request (so closing does not reset the
+/// connection before the client reads our answer), writes the answer, FIN.
+fn refuse_now(stream: TcpStream, refusal: Refusal) {
+    if stream.set_nonblocking(true).is_err() {
+        return;
+    }
+    let mut scratch = [0u8; 1024];
+    let _ = (&stream).read(&mut scratch);
+    let _ = (&stream).write_all(refusal.response().as_bytes());
+    let _ = stream.shutdown(Shutdown::Write);
+}
