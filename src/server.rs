@@ -21,6 +21,7 @@ use crate::conn;
 use crate::heartbeat;
 use crate::http::Refusal;
 use crate::metrics::{ErrorType, Metrics};
+use crate::net;
 use crate::protocol::ErrorCode;
 use crate::shared::{Answer, Shared};
 
@@ -238,10 +239,7 @@ fn admit(shared: &Arc<Shared>, stream: TcpStream, addr: SocketAddr) {
     if !shared.slots.try_acquire() {
         return refuse(stream, Refusal::AtCapacity);
     }
-    // Writes to a client never block longer than --write-wait; Nagle would
-    // only delay our small frames.
-    let configured = stream.set_nodelay(true).and_then(|()| stream.set_write_timeout(Some(shared.config.write_wait)));
-    if let Err(e) = configured {
+    if let Err(e) = net::configure(&stream, shared.config.write_wait) {
         shared.slots.release();
         debug!(addr:% = addr, error:% = e; "connection lost at accept");
         return;
@@ -250,7 +248,7 @@ fn admit(shared: &Arc<Shared>, stream: TcpStream, addr: SocketAddr) {
         warn!(addr:% = addr, active = shared.slots.active(); "cannot start a connection thread");
         shared.metrics.error(ErrorType::Capacity);
         let _ = conn.out.stream().set_nonblocking(true);
-        let _ = (&*conn.out.stream()).write_all(Refusal::AtCapacity.response().as_bytes());
+        let _ = conn.out.stream().write_all(Refusal::AtCapacity.response().as_bytes());
     }
 }
 
