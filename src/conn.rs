@@ -13,9 +13,9 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use log::{Level, debug, info, log};
+use tungstenite::Message;
 use tungstenite::error::{CapacityError, Error as WsError, ProtocolError};
 use tungstenite::protocol::{CloseFrame, Role as WsRole, WebSocket};
-use tungstenite::Message;
 use uuid::Uuid;
 
 use crate::http::{self, HandshakeError, Refusal};
@@ -164,7 +164,8 @@ impl Read for Transport {
 
 impl Write for Transport {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        let kind = if buf.first().is_some_and(|b| b & 0x0f == outbox::OP_CLOSE) { MsgType::Close } else { MsgType::Pong };
+        let kind =
+            if buf.first().is_some_and(|b| b & 0x0f == outbox::OP_CLOSE) { MsgType::Close } else { MsgType::Pong };
         match self.conn.out.send_raw(buf) {
             Err(outbox::SendError::Closing) => Ok(buf.len()),
             result if self.shared.settle(&self.conn, result, kind) => Ok(buf.len()),
@@ -195,6 +196,9 @@ fn session(shared: &Arc<Shared>, conn: &Arc<Conn>, guard: &mut ConnGuard) -> End
     };
     let transport = Transport { shared: shared.clone(), conn: conn.clone(), deadline };
     let mut ws = WebSocket::from_partially_read(transport, tail, WsRole::Server, Some(shared.ws_config));
+    if shared.hub.mark_upgraded(conn).is_err() {
+        return close_for_shutdown(shared, conn, &mut ws);
+    }
     let challenge = format!(r#"{{"nonce":"{}","ts":{}}}"#, Uuid::new_v4(), unix_ms());
     shared.send_event(conn, &protocol::event_prefix("connect.challenge", &challenge));
 
@@ -222,13 +226,8 @@ fn session(shared: &Arc<Shared>, conn: &Arc<Conn>, guard: &mut ConnGuard) -> End
                 shared.presence(&hello.client.id, "connected");
             }
         }
-        Err(_draining) => {
-            // Shutdown began after our hello-ok: we were not in its snapshot,
-            // so deliver its event and close here.
-            shared.send_event(conn, &shutdown_event());
-            shared.close(conn, code::GOING_AWAY, "server shutting down");
-            return await_close_reply(&mut ws, End::new(Level::Info, "server shutdown").code(code::GOING_AWAY));
-        }
+        // Shutdown began after our hello-ok and took its snapshot without us.
+        Err(_draining) => return close_for_shutdown(shared, conn, &mut ws),
     }
     info!(target: "goclaw::conn", conn_id:% = conn.id, addr:% = conn.addr, role = role.as_str(),
         node_id = guard.node_id.as_deref().unwrap_or(""), active = shared.slots.active(); "client connected");
@@ -269,7 +268,7 @@ fn upgrade(shared: &Shared, conn: &Conn, deadline: Instant) -> Result<Vec<u8>, E
 /// with an error and a close 1008.
 fn await_connect(shared: &Arc<Shared>, conn: &Arc<Conn>, ws: &mut Ws) -> Result<(String, Connect), End> {
     let text = loop {
-        let message = ws.read().map_err(|e| fail(shared, conn, e, "handshake timeout before connect"))?;
+        let message = ws.read().map_err(|e| fail(shared, conn, e, "handshake timeout"))?;
         match message {
             Message::Text(text) => break text,
             other => {
@@ -302,11 +301,13 @@ fn await_connect(shared: &Arc<Shared>, conn: &Arc<Conn>, ws: &mut Ws) -> Result<
         Ok(hello) => hello,
         Err(failure) => return Err(refuse(Some(request.id), failure, ErrorType::Protocol, ws)),
     };
-    if let Some(token) = &shared.config.token {
-        if !hello.token.as_deref().is_some_and(|given| token.matches(given)) {
-            let failure = Failure::new(ErrorCode::Unauthorized, "missing or invalid token");
-            return Err(refuse(Some(request.id), failure, ErrorType::Auth, ws));
-        }
+    let authorized = match &shared.config.token {
+        Some(token) => hello.token.as_deref().is_some_and(|given| token.matches(given)),
+        None => true,
+    };
+    if !authorized {
+        let failure = Failure::new(ErrorCode::Unauthorized, "missing or invalid token");
+        return Err(refuse(Some(request.id), failure, ErrorType::Auth, ws));
     }
     Ok((request.id.to_string(), hello))
 }
@@ -363,15 +364,18 @@ fn fail(shared: &Shared, conn: &Arc<Conn>, error: WsError, timeout: &'static str
         shared.close(conn, code, reason);
         End::new(Level::Warn, why).code(code).detail(&error)
     };
+    if conn.out.is_dead() {
+        // We cut it ourselves; the read error is only the echo of that.
+        return match conn.out.close_code() {
+            Some(code::GOING_AWAY) => End::new(Level::Info, "cut at the end of the shutdown grace period"),
+            Some(code::REPLACED) => End::new(Level::Info, "replaced; cut without a close reply"),
+            _ => End::new(Level::Warn, "cut: slow consumer or write error"),
+        };
+    }
     match &error {
         WsError::ConnectionClosed | WsError::AlreadyClosed => End::new(Level::Info, "closed"),
-        WsError::Io(e) if e.kind() == ErrorKind::TimedOut => {
-            metrics.error(ErrorType::Timeout);
-            End::new(Level::Warn, timeout)
-        }
-        WsError::Io(e) if e.kind() == ErrorKind::BrokenPipe && conn.out.is_closing() => {
-            End::new(Level::Warn, "connection cut (slow consumer or write error)")
-        }
+        // The client may be dead; the close frame tells a live but silent one why.
+        WsError::Io(e) if e.kind() == ErrorKind::TimedOut => close(code::POLICY, timeout, ErrorType::Timeout, timeout),
         WsError::Io(e) => {
             metrics.error(ErrorType::Io);
             End::new(Level::Warn, "socket error").detail(e)
@@ -384,7 +388,9 @@ fn fail(shared: &Shared, conn: &Arc<Conn>, error: WsError, timeout: &'static str
         }
         WsError::Capacity(_) => close(code::TOO_BIG, "message too big", ErrorType::TooLarge, "message too big"),
         WsError::Utf8(_) => close(code::INVALID_DATA, "invalid UTF-8", ErrorType::Protocol, "invalid UTF-8"),
-        WsError::Protocol(_) => close(code::PROTOCOL, "protocol error", ErrorType::Protocol, "WebSocket protocol error"),
+        WsError::Protocol(_) => {
+            close(code::PROTOCOL, "protocol error", ErrorType::Protocol, "WebSocket protocol error")
+        }
         _ => {
             metrics.error(ErrorType::Io);
             End::new(Level::Warn, "unexpected error").detail(&error)
@@ -409,10 +415,19 @@ fn await_close_reply(ws: &mut Ws, end: End) -> End {
 fn displace(shared: &Shared, replaced: Replaced, node_id: &str) {
     let Replaced { old, failed } = replaced;
     for pending in failed {
-        shared.answer(pending, Answer::Gateway(ErrorCode::NodeDisconnected, "the node was replaced by a new connection"));
+        shared
+            .answer(pending, Answer::Gateway(ErrorCode::NodeDisconnected, "the node was replaced by a new connection"));
     }
     info!(target: "goclaw::conn", conn_id:% = old.id, node_id = node_id; "node replaced by a newer connection");
     shared.close_from_elsewhere(&old, code::REPLACED, "replaced");
+}
+
+/// Delivers the `shutdown` event and close 1001 to a connection that missed
+/// the shutdown path's snapshot (it registered just too late).
+fn close_for_shutdown(shared: &Arc<Shared>, conn: &Arc<Conn>, ws: &mut Ws) -> End {
+    shared.send_event(conn, &shutdown_event());
+    shared.close(conn, code::GOING_AWAY, "server shutting down");
+    await_close_reply(ws, End::new(Level::Info, "server shutdown").code(code::GOING_AWAY))
 }
 
 /// The `shutdown` event.
@@ -645,7 +660,8 @@ mod tests {
         let client = ClientInfo { id: "n1".into(), ..ClientInfo::default() };
         let info = Arc::new(NodeInfo::new(&client, vec!["echo".into()], 0));
         shared.hub.join_node(&node, info).unwrap();
-        let invoke = protocol::Invoke { node_id: "n1".into(), command: "echo".into(), params: "null", timeout_ms: 1000 };
+        let invoke =
+            protocol::Invoke { node_id: "n1".into(), command: "echo".into(), params: "null", timeout_ms: 1000 };
         shared.hub.start_invoke(&operator, &invoke, "\"r1\"", Instant::now()).unwrap();
 
         let guard = ConnGuard {

@@ -133,6 +133,8 @@ struct Inner {
     draining: bool,
     /// Every connection with a thread, handshaking or not: the shutdown cut.
     all: HashMap<u64, Arc<Conn>>,
+    /// Upgraded to WebSocket, `connect` not done yet.
+    upgraded: HashMap<u64, Arc<Conn>>,
     /// Clients past `connect`: pings, ticks, the shutdown event.
     clients: HashMap<u64, Arc<Conn>>,
     operators: HashMap<u64, Arc<Conn>>,
@@ -179,6 +181,7 @@ impl Hub {
     pub fn remove(&self, conn: &Conn, node_id: Option<&str>) -> Departure {
         let mut inner = self.inner.lock();
         inner.all.remove(&conn.key);
+        inner.upgraded.remove(&conn.key);
         if inner.clients.remove(&conn.key).is_some() {
             self.metrics.add_clients(-1);
         }
@@ -186,15 +189,29 @@ impl Hub {
             let _ = inner.take_pending_where(|p| p.operator.key != conn.key);
         }
         let mut departure = Departure::default();
-        if let Some(node_id) = node_id {
-            if inner.nodes.get(node_id).is_some_and(|n| n.conn.key == conn.key) {
-                inner.nodes.remove(node_id);
-                self.metrics.add_nodes(-1);
-                departure.node_gone = Some(node_id.to_string());
-                departure.failed = inner.take_pending_where(|p| p.node_key != conn.key);
-            }
+        if let Some(node_id) = node_id
+            && inner.nodes.get(node_id).is_some_and(|n| n.conn.key == conn.key)
+        {
+            inner.nodes.remove(node_id);
+            self.metrics.add_nodes(-1);
+            departure.node_gone = Some(node_id.to_string());
+            departure.failed = inner.take_pending_where(|p| p.node_key != conn.key);
         }
         departure
+    }
+
+    /// Records that a connection finished the HTTP upgrade, so a shutdown
+    /// from now on sends it the `shutdown` event and a close frame.
+    ///
+    /// # Errors
+    /// [`Draining`] once shutdown has begun: the caller closes by itself.
+    pub fn mark_upgraded(&self, conn: &Arc<Conn>) -> Result<(), Draining> {
+        let mut inner = self.inner.lock();
+        if inner.draining {
+            return Err(Draining);
+        }
+        inner.upgraded.insert(conn.key, conn.clone());
+        Ok(())
     }
 
     /// Registers an operator that completed `connect`.
@@ -206,6 +223,7 @@ impl Hub {
         if inner.draining {
             return Err(Draining);
         }
+        inner.upgraded.remove(&conn.key);
         inner.clients.insert(conn.key, conn.clone());
         inner.operators.insert(conn.key, conn.clone());
         self.metrics.add_clients(1);
@@ -222,6 +240,7 @@ impl Hub {
         if inner.draining {
             return Err(Draining);
         }
+        inner.upgraded.remove(&conn.key);
         inner.clients.insert(conn.key, conn.clone());
         self.metrics.add_clients(1);
         let entry = NodeEntry { conn: conn.clone(), info: info.clone() };
@@ -362,12 +381,13 @@ impl Hub {
     }
 
     /// Starts shutdown: refuses new registrations and invokes from now on,
-    /// and returns the connected clients and every pending invoke.
+    /// and returns every WebSocket connection (connected or still before
+    /// `connect`) and every pending invoke.
     pub fn drain(&self) -> (Vec<Arc<Conn>>, Vec<Pending>) {
         let mut inner = self.inner.lock();
         inner.draining = true;
-        let clients = inner.clients.values().cloned().collect();
+        let sockets = inner.clients.values().chain(inner.upgraded.values()).cloned().collect();
         let pending = inner.take_pending_where(|_| false);
-        (clients, pending)
+        (sockets, pending)
     }
 }

@@ -178,6 +178,12 @@ impl Outbox {
         state.closing || state.dead
     }
 
+    /// Whether the connection was cut (by a slow-consumer check, a write
+    /// error, or shutdown).
+    pub fn is_dead(&self) -> bool {
+        self.state.lock().dead
+    }
+
     /// The code of the close frame queued on this connection, if any (1005
     /// when it carried none).
     pub fn close_code(&self) -> Option<u16> {
