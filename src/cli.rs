@@ -368,7 +368,8 @@ mod tests {
 
     #[test]
     fn errors_name_the_source() {
-        let cases: &[(&[&str], &[(&str, &str)], &str)] = &[
+        type Case<'a> = (&'a [&'a str], &'a [(&'a str, &'a str)], &'a str);
+        let cases: &[Case<'_>] = &[
             (&["serve", "--pong-wait", "5"], &[], "--pong-wait"),
             (&["serve"], &[("GOCLAW_PONG_WAIT", "x")], "GOCLAW_PONG_WAIT"),
             (&["serve", "--listen"], &[], "--listen"),
@@ -409,7 +410,8 @@ mod tests {
 
     #[test]
     fn origins_and_help() {
-        let config = serve(&["serve"], &[("GOCLAW_ALLOWED_ORIGIN", "https://a.example, http://b.example:8080")]).unwrap();
+        let config =
+            serve(&["serve"], &[("GOCLAW_ALLOWED_ORIGIN", "https://a.example, http://b.example:8080")]).unwrap();
         assert_eq!(config.allowed_origins, ["https://a.example", "http://b.example:8080"]);
         let config = serve(
             &["serve", "--allowed-origin", "https://x.example", "--allowed-origin=https://y.example"],

@@ -172,15 +172,9 @@ impl Config {
             ));
         }
         if !(1..=MAX_CONNECTIONS).contains(&self.max_connections) {
-            return Err(ConfigError::new(
-                "--max-connections",
-                format!("must be between 1 and {MAX_CONNECTIONS}"),
-            ));
+            return Err(ConfigError::new("--max-connections", format!("must be between 1 and {MAX_CONNECTIONS}")));
         }
-        let rates = [
-            ("--rate-limit", self.rate_limit_per_sec),
-            ("--message-rate", self.message_rate_per_sec),
-        ];
+        let rates = [("--rate-limit", self.rate_limit_per_sec), ("--message-rate", self.message_rate_per_sec)];
         for (flag, rate) in rates {
             if !(rate.is_finite() && rate > 0.0) {
                 return Err(ConfigError::new(flag, "must be a number greater than zero"));
@@ -270,11 +264,7 @@ impl ConfigError {
 
 impl fmt::Display for ConfigError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        if self.flag.is_empty() {
-            f.write_str(&self.message)
-        } else {
-            write!(f, "{}: {}", self.flag, self.message)
-        }
+        if self.flag.is_empty() { f.write_str(&self.message) } else { write!(f, "{}: {}", self.flag, self.message) }
     }
 }
 

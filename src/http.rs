@@ -278,10 +278,16 @@ mod tests {
             ("GET /nope HTTP/1.1\r\nHost: x\r\n\r\n".into(), Refusal::NotFound),
             (request("/", "").replacen("GET", "POST", 1), Refusal::MethodNotAllowed),
             (request("/", "").replacen("HTTP/1.1", "HTTP/1.0", 1), Refusal::BadRequest("WebSocket needs HTTP/1.1")),
-            (request("/", "").replace("Sec-WebSocket-Version: 13", "Sec-WebSocket-Version: 8"), Refusal::UpgradeRequired),
+            (
+                request("/", "").replace("Sec-WebSocket-Version: 13", "Sec-WebSocket-Version: 8"),
+                Refusal::UpgradeRequired,
+            ),
             (request("/", "").replace(KEY, "short"), Refusal::BadRequest("missing or invalid Sec-WebSocket-Key")),
             (request("/", &format!("Sec-WebSocket-Key: {KEY}\r\n")), Refusal::BadRequest("duplicate WebSocket header")),
-            (request("/", "").replace("keep-alive, Upgrade", "keep-alive"), Refusal::BadRequest("missing Connection: upgrade")),
+            (
+                request("/", "").replace("keep-alive, Upgrade", "keep-alive"),
+                Refusal::BadRequest("missing Connection: upgrade"),
+            ),
             (request("/", "Origin: https://evil.example\r\n"), Refusal::Forbidden),
             ("\x00\x01garbage\r\n\r\n".into(), Refusal::BadRequest("malformed HTTP request")),
             (request("/", &"X-A: b\r\n".repeat(MAX_HEADERS)), Refusal::TooLarge),

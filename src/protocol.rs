@@ -9,8 +9,8 @@
 use std::borrow::Cow;
 use std::fmt;
 
-use serde::de::{self, Deserializer, SeqAccess, Visitor};
 use serde::Deserialize;
+use serde::de::{self, Deserializer, SeqAccess, Visitor};
 use serde_json::value::RawValue;
 
 /// The protocol version this gateway speaks.
@@ -154,7 +154,8 @@ pub fn parse_request(text: &str) -> Result<Request<'_>, BadFrame<'_>> {
         .map_err(|e| BadFrame { id: None, failure: Failure::invalid(format!("not a request frame: {e}")) })?;
     // Echo the id if it is a small string or number, whatever else is wrong.
     let echo = envelope.id.map(RawValue::get).filter(|raw| {
-        raw.len() <= MAX_ID_BYTES + 2 && (raw.starts_with('"') || raw.starts_with(|c: char| c == '-' || c.is_ascii_digit()))
+        raw.len() <= MAX_ID_BYTES + 2
+            && (raw.starts_with('"') || raw.starts_with(|c: char| c == '-' || c.is_ascii_digit()))
     });
     let bad = |message: &'static str| BadFrame { id: echo, failure: Failure::invalid(message) };
     match envelope.kind.map(|k| k.get()) {
@@ -255,7 +256,10 @@ pub fn parse_connect(params: Option<&RawValue>) -> Result<Connect, Failure> {
     if !(p.min_protocol..=p.max_protocol).contains(&PROTOCOL_VERSION) {
         return Err(Failure::new(
             ErrorCode::ProtocolMismatch,
-            format!("server speaks protocol {PROTOCOL_VERSION}, client asked for {}..={}", p.min_protocol, p.max_protocol),
+            format!(
+                "server speaks protocol {PROTOCOL_VERSION}, client asked for {}..={}",
+                p.min_protocol, p.max_protocol
+            ),
         ));
     }
     let role = match p.role.as_deref() {
@@ -324,9 +328,7 @@ fn bounded_commands<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Vec<St
 /// An identifier: non-empty, bounded, no control characters.
 fn check_name(field: &'static str, value: &str, max: usize) -> Result<(), Failure> {
     if value.is_empty() || value.len() > max || value.chars().any(char::is_control) {
-        return Err(Failure::invalid(format!(
-            "{field} must be 1 to {max} bytes without control characters"
-        )));
+        return Err(Failure::invalid(format!("{field} must be 1 to {max} bytes without control characters")));
     }
     Ok(())
 }
@@ -380,12 +382,7 @@ pub fn parse_invoke(params: Option<&RawValue>) -> Result<Invoke<'_>, Failure> {
     if !(1..=MAX_INVOKE_TIMEOUT_MS).contains(&timeout_ms) {
         return Err(Failure::invalid(format!("timeoutMs must be between 1 and {MAX_INVOKE_TIMEOUT_MS}")));
     }
-    Ok(Invoke {
-        node_id: p.node_id,
-        command: p.command,
-        params: p.params.map_or("null", RawValue::get),
-        timeout_ms,
-    })
+    Ok(Invoke { node_id: p.node_id, command: p.command, params: p.params.map_or("null", RawValue::get), timeout_ms })
 }
 
 /// A validated `node.invoke.result`.
@@ -573,7 +570,11 @@ mod tests {
 
     #[test]
     fn deep_nesting_and_huge_arrays_do_not_hurt() {
-        let deep = format!(r#"{{"type":"req","id":"1","method":"x","params":{}{}}}"#, "[".repeat(100_000), "]".repeat(100_000));
+        let deep = format!(
+            r#"{{"type":"req","id":"1","method":"x","params":{}{}}}"#,
+            "[".repeat(100_000),
+            "]".repeat(100_000)
+        );
         let req = parse_request(&deep).unwrap();
         assert_eq!(req.params.unwrap().get().len(), 200_000);
         let unbalanced = format!(r#"{{"type":"req","id":"1","method":"x","params":{}}}"#, "[".repeat(100_000));
@@ -586,10 +587,8 @@ mod tests {
 
     #[test]
     fn connect_params() {
-        let node = raw(
-            r#"{"minProtocol":3,"maxProtocol":3,"client":{"id":"pi","platform":"linux"},
-                "commands":["echo","device.status","echo"],"auth":{"token":"t"}}"#,
-        );
+        let node = raw(r#"{"minProtocol":3,"maxProtocol":3,"client":{"id":"pi","platform":"linux"},
+                "commands":["echo","device.status","echo"],"auth":{"token":"t"}}"#);
         let c = parse_connect(Some(&node)).unwrap();
         assert_eq!(c.role, Role::Node);
         assert_eq!(c.client.display_name, "pi");

@@ -338,12 +338,6 @@ impl ConnThreads {
         }
         count
     }
-
-    /// Threads not yet joined.
-    #[cfg(test)]
-    pub fn len(&self) -> usize {
-        self.inner.lock().handles.len()
-    }
 }
 
 fn join(handle: JoinHandle<()>) {

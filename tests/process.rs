@@ -1,0 +1,217 @@
+//! The `goclaw` binary as a user runs it: command line, exit codes, signals.
+
+mod support;
+
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc::{self, Receiver};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::Pid;
+use serde_json::json;
+use support::*;
+
+const BIN: &str = env!("CARGO_BIN_EXE_goclaw");
+
+fn goclaw(args: &[&str]) -> Command {
+    let mut command = Command::new(BIN);
+    command.args(args).env_clear().env("HOME", std::env::temp_dir());
+    command
+}
+
+/// Runs to completion; returns (status, stdout, stderr).
+fn run(args: &[&str]) -> (i32, String, String) {
+    let out = goclaw(args).output().unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// A running gateway process, its address, and its stderr lines.
+struct Running {
+    child: Child,
+    addr: SocketAddr,
+    lines: Receiver<String>,
+}
+
+impl Running {
+    fn start(mut command: Command) -> Running {
+        let mut child = command.stderr(Stdio::piped()).stdout(Stdio::null()).spawn().unwrap();
+        let stderr = BufReader::new(child.stderr.take().unwrap());
+        let (tx, lines) = mpsc::channel();
+        thread::spawn(move || {
+            for line in stderr.lines().map_while(Result::ok) {
+                let _ = tx.send(line);
+            }
+        });
+        let mut running = Running { child, addr: "0.0.0.0:0".parse().unwrap(), lines };
+        let line = running.wait_line("listening");
+        let addr = line.split_whitespace().find_map(|w| w.strip_prefix("addr=")).unwrap();
+        running.addr = addr.parse().unwrap();
+        running
+    }
+
+    /// The first stderr line containing `needle`.
+    fn wait_line(&mut self, needle: &str) -> String {
+        let until = Instant::now() + READ_LIMIT;
+        loop {
+            let left = until.saturating_duration_since(Instant::now());
+            let line = self.lines.recv_timeout(left).unwrap_or_else(|_| panic!("no line with {needle:?}"));
+            if line.contains(needle) {
+                return line;
+            }
+        }
+    }
+
+    fn signal(&self, signal: Signal) {
+        kill(Pid::from_raw(self.child.id() as i32), signal).unwrap();
+    }
+
+    /// Exit status, failing the test if the process outlives `limit`.
+    fn wait(&mut self, limit: Duration) -> i32 {
+        let until = Instant::now() + limit;
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status.code().unwrap_or(-1);
+            }
+            assert!(Instant::now() < until, "process still running after {limit:?}");
+            thread::sleep(Duration::from_millis(10));
+        }
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[test]
+fn help_and_version() {
+    let (code, out, _) = run(&["--version"]);
+    assert_eq!((code, out.trim()), (0, format!("goclaw {}", env!("CARGO_PKG_VERSION")).as_str()));
+    let (code, out, _) = run(&["--help"]);
+    assert_eq!(code, 0);
+    assert!(out.contains("goclaw serve"), "{out}");
+    let (code, out, _) = run(&["serve", "--help"]);
+    assert_eq!(code, 0);
+    for flag in ["--listen", "--pong-wait", "--allowed-origin", "GOCLAW_"] {
+        assert!(out.contains(flag), "{flag} missing from:\n{out}");
+    }
+}
+
+#[test]
+fn bad_input_exits_2_with_one_line_naming_the_flag() {
+    let cases: &[(&[&str], &str)] = &[
+        (&["serve", "--pong-wait", "60"], "--pong-wait"),
+        (&["serve", "--ping-period", "2m"], "--ping-period"),
+        (&["serve", "--max-connections", "lots"], "--max-connections"),
+        (&["serve", "--listen", "0.0.0.0:0"], "token"),
+        (&["serve", "--token-file", "/nonexistent/token"], "--token-file"),
+        (&["serve", "--frobnicate"], "--frobnicate"),
+        (&["serve", "--allowed-origin", "example.com"], "--allowed-origin"),
+        (&["bogus"], "bogus"),
+        (&[], "missing command"),
+    ];
+    for (args, needle) in cases {
+        let (code, out, err) = run(args);
+        assert_eq!(code, 2, "{args:?}: {err}");
+        assert!(out.is_empty(), "{args:?}: {out}");
+        assert_eq!(err.lines().count(), 1, "{args:?}: {err}");
+        assert!(err.starts_with("goclaw: ") && err.contains(needle), "{args:?}: {err}");
+    }
+    let (code, _, err) = run(&["serve", "--listen", "0.0.0.0:0"]);
+    assert_eq!(code, 2);
+    assert!(err.contains("refusing to listen on 0.0.0.0:0 without a token"), "{err}");
+}
+
+#[test]
+fn a_port_in_use_exits_1_with_one_line() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = taken.local_addr().unwrap().to_string();
+    let (code, _, err) = run(&["serve", "--listen", &addr]);
+    assert_eq!(code, 1, "{err}");
+    assert_eq!(err.lines().count(), 1, "{err}");
+    let last = err.trim_end();
+    assert!(last.starts_with("goclaw: cannot listen on") && last.contains(&addr), "{err}");
+}
+
+#[test]
+fn variables_and_systemd_credentials_configure_it() {
+    let dir = std::env::temp_dir().join(format!("goclaw-creds-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("token"), format!("{TOKEN}\n")).unwrap();
+    let mut command = goclaw(&["serve"]);
+    command
+        .env("GOCLAW_LISTEN", "127.0.0.1:0")
+        .env("GOCLAW_METRICS_LISTEN", "127.0.0.1:0")
+        .env("GOCLAW_TICK_INTERVAL", "100ms")
+        .env("CREDENTIALS_DIRECTORY", &dir);
+    let running = Running::start(command);
+    let mut op = operator(running.addr); // authenticates with TOKEN
+    let first = recv_event(&mut op, "tick");
+    let second = recv_event(&mut op, "tick");
+    let gap = second["payload"]["ts"].as_u64().unwrap() - first["payload"]["ts"].as_u64().unwrap();
+    assert!((50..2000).contains(&gap), "{gap} ms between ticks");
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+fn serve_with(extra: &[&str]) -> Running {
+    let mut args = vec!["serve", "--listen", "127.0.0.1:0", "--token", TOKEN];
+    args.extend_from_slice(extra);
+    Running::start(goclaw(&args))
+}
+
+#[test]
+fn sigterm_and_sigint_deliver_the_event_and_close_1001_to_every_client_then_exit_0() {
+    for signal in [Signal::SIGTERM, Signal::SIGINT] {
+        let mut running = serve_with(&[]);
+        let mut clients: Vec<Client> = (0..10)
+            .map(|i| if i % 2 == 0 { node(running.addr, &format!("n{i}"), &[]) } else { operator(running.addr) })
+            .collect();
+        running.signal(signal);
+        for ws in &mut clients {
+            let event = recv_event(ws, "shutdown");
+            assert_eq!(event["payload"]["restartExpectedMs"], 5000);
+            assert_eq!(close_code(&recv_close(ws)), 1001, "{signal}");
+        }
+        assert_eq!(running.wait(Duration::from_secs(10)), 0, "{signal}");
+        let done = running.wait_line("shutdown complete");
+        assert!(done.contains("notified=10") && done.contains("cut=0"), "{done}");
+    }
+}
+
+#[test]
+fn a_second_signal_exits_130_at_once() {
+    let mut running = serve_with(&["--shutdown-timeout", "60s"]);
+    // A client that never reads keeps the graceful shutdown waiting.
+    let _deaf = operator(running.addr);
+    running.signal(Signal::SIGTERM);
+    running.wait_line("shutting down");
+    let started = Instant::now();
+    running.signal(Signal::SIGINT);
+    assert_eq!(running.wait(Duration::from_secs(5)), 130);
+    assert!(started.elapsed() < Duration::from_secs(2));
+}
+
+#[test]
+fn an_independent_client_can_do_a_full_round_trip_against_the_binary() {
+    let running = serve_with(&[]);
+    let mut node = node(running.addr, "pi", &["echo"]);
+    let mut op = operator(running.addr);
+    request(&mut op, "1", "node.invoke", json!({"nodeId": "pi", "command": "echo", "params": {"x": 1}}));
+    let routed = recv_event(&mut node, "node.invoke.request");
+    request(
+        &mut node,
+        "r",
+        "node.invoke.result",
+        json!({"id": routed["payload"]["id"], "ok": true, "payload": {"y": 2}}),
+    );
+    assert_eq!(recv_res(&mut op, "1")["payload"], json!({"y": 2}));
+}

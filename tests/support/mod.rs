@@ -1,0 +1,245 @@
+//! Shared test harness: starts the real gateway in-process on 127.0.0.1:0
+//! with short durations, and speaks to it with a real WebSocket client
+//! (tungstenite's client side: its own handshake, masking and framing).
+#![allow(dead_code)]
+
+use std::io::{Read, Write};
+use std::net::{IpAddr, SocketAddr, TcpStream};
+use std::os::fd::OwnedFd;
+use std::time::{Duration, Instant};
+
+use goclaw::{Config, Gateway, Token};
+use serde_json::{Value, json};
+use tungstenite::protocol::CloseFrame;
+use tungstenite::{Message, WebSocket};
+
+pub type Client = WebSocket<TcpStream>;
+
+/// How long any single read in a test may block before the test fails.
+pub const READ_LIMIT: Duration = Duration::from_secs(10);
+pub const TOKEN: &str = "test-token";
+
+/// A config for tests: loopback port 0, a token, short durations, limits
+/// high enough that only the test that wants a limit hits it.
+pub fn config() -> Config {
+    Config {
+        listen: "127.0.0.1:0".parse().unwrap(),
+        token: Some(Token::new("--token", TOKEN.into()).unwrap()),
+        pong_wait: Duration::from_secs(5),
+        ping_period: Duration::from_secs(4),
+        handshake_timeout: Duration::from_secs(5),
+        tick_interval: Duration::from_secs(60),
+        shutdown_timeout: Duration::from_secs(2),
+        rate_limit_per_sec: 10_000.0,
+        rate_burst: 10_000,
+        message_rate_per_sec: 10_000.0,
+        message_burst: 10_000,
+        ..Config::default()
+    }
+}
+
+pub fn start(config: Config) -> Gateway {
+    Gateway::start(config).expect("gateway starts")
+}
+
+/// A TCP connection to `addr`, optionally from a given local address and
+/// with a small receive buffer (to make a client that never reads stall fast).
+pub fn tcp(addr: SocketAddr, from: Option<IpAddr>, rcvbuf: Option<usize>) -> TcpStream {
+    use nix::sys::socket::{AddressFamily, SockFlag, SockType, SockaddrIn, bind, connect, setsockopt, socket, sockopt};
+    let fd: OwnedFd = socket(AddressFamily::Inet, SockType::Stream, SockFlag::SOCK_CLOEXEC, None).unwrap();
+    if let Some(size) = rcvbuf {
+        setsockopt(&fd, sockopt::RcvBuf, &size).unwrap();
+    }
+    if let Some(IpAddr::V4(ip)) = from {
+        bind(std::os::fd::AsRawFd::as_raw_fd(&fd), &SockaddrIn::from(std::net::SocketAddrV4::new(ip, 0))).unwrap();
+    }
+    let SocketAddr::V4(target) = addr else { panic!("tests use IPv4") };
+    connect(std::os::fd::AsRawFd::as_raw_fd(&fd), &SockaddrIn::from(target)).unwrap();
+    let stream = TcpStream::from(fd);
+    stream.set_read_timeout(Some(READ_LIMIT)).unwrap();
+    stream
+}
+
+/// Upgrades a TCP connection; returns the client and the challenge event.
+pub fn upgrade(stream: TcpStream) -> (Client, Value) {
+    let url = format!("ws://{}/ws", stream.peer_addr().unwrap());
+    let (mut ws, response) = tungstenite::client::client(url, stream).expect("upgrade");
+    assert_eq!(response.status(), 101);
+    let challenge = recv(&mut ws);
+    assert_eq!(challenge["event"], "connect.challenge", "{challenge}");
+    (ws, challenge)
+}
+
+/// An upgraded client that has not sent `connect` yet.
+pub fn ws(addr: SocketAddr) -> Client {
+    upgrade(tcp(addr, None, None)).0
+}
+
+pub fn connect_params(role: &str, id: &str, commands: &[&str]) -> Value {
+    json!({
+        "minProtocol": 3, "maxProtocol": 3,
+        "client": {"id": id, "displayName": format!("{id} display"), "version": "1.2.3", "platform": "test", "mode": role},
+        "role": role, "commands": commands, "auth": {"token": TOKEN}
+    })
+}
+
+/// Sends `connect` and returns the response.
+pub fn hello(ws: &mut Client, params: Value) -> Value {
+    send(ws, &json!({"type": "req", "id": "c1", "method": "connect", "params": params}));
+    recv_res(ws, "c1")
+}
+
+pub fn node(addr: SocketAddr, id: &str, commands: &[&str]) -> Client {
+    let mut ws = ws(addr);
+    let res = hello(&mut ws, connect_params("node", id, commands));
+    assert_eq!(res["ok"], true, "{res}");
+    ws
+}
+
+pub fn operator(addr: SocketAddr) -> Client {
+    let mut ws = ws(addr);
+    let res = hello(&mut ws, connect_params("operator", "op", &[]));
+    assert_eq!(res["ok"], true, "{res}");
+    ws
+}
+
+pub fn send(ws: &mut Client, frame: &Value) {
+    ws.send(Message::text(frame.to_string())).expect("send");
+}
+
+pub fn request(ws: &mut Client, id: &str, method: &str, params: Value) {
+    send(ws, &json!({"type": "req", "id": id, "method": method, "params": params}));
+}
+
+/// The next text frame as JSON (pings are answered by tungstenite).
+pub fn recv(ws: &mut Client) -> Value {
+    loop {
+        match ws.read().expect("read a frame") {
+            Message::Text(text) => return serde_json::from_str(&text).expect("frame is JSON"),
+            Message::Close(frame) => panic!("unexpected close: {frame:?}"),
+            _ => {}
+        }
+    }
+}
+
+/// The response with this id, skipping events.
+pub fn recv_res(ws: &mut Client, id: &str) -> Value {
+    loop {
+        let frame = recv(ws);
+        if frame["type"] == "res" && frame["id"] == id {
+            return frame;
+        }
+        assert_eq!(frame["type"], "event", "unexpected frame {frame}");
+    }
+}
+
+/// The next event with this name, skipping others.
+pub fn recv_event(ws: &mut Client, name: &str) -> Value {
+    loop {
+        let frame = recv(ws);
+        if frame["type"] == "event" && frame["event"] == name {
+            return frame;
+        }
+    }
+}
+
+/// Reads until the server's close frame, answers it as a well-behaved
+/// client does, and waits for the server to close the TCP connection
+/// (RFC 6455 §7.1.1: the server closes first). Returns the server's frame.
+pub fn recv_close(ws: &mut Client) -> Option<CloseFrame> {
+    let frame = loop {
+        match ws.read() {
+            Ok(Message::Close(frame)) => break frame,
+            Ok(_) => {}
+            Err(e) => panic!("connection ended without a close frame: {e}"),
+        }
+    };
+    // tungstenite queued our reply; flushing sends it.
+    let _ = ws.flush();
+    loop {
+        match ws.read() {
+            Ok(_) => {}
+            Err(tungstenite::Error::ConnectionClosed | tungstenite::Error::AlreadyClosed) => break,
+            Err(tungstenite::Error::Io(e)) if e.kind() != std::io::ErrorKind::WouldBlock => break,
+            Err(tungstenite::Error::Protocol(_)) => break,
+            Err(e) => panic!("server did not close the connection after the close handshake: {e}"),
+        }
+    }
+    frame
+}
+
+/// Parses the server's frames straight off the socket (no replies, unlike a
+/// WebSocket client) until a close frame: its code and reason. `None` at EOF.
+pub fn raw_close(stream: &mut TcpStream) -> Option<(u16, String)> {
+    let mut bytes = Vec::new();
+    stream.read_to_end(&mut bytes).ok()?;
+    let mut rest = &bytes[..];
+    while rest.len() >= 2 {
+        let opcode = rest[0] & 0x0f;
+        let (len, header) = match rest[1] & 0x7f {
+            126 => (usize::from(u16::from_be_bytes([rest[2], rest[3]])), 4),
+            127 => (u64::from_be_bytes(rest[2..10].try_into().unwrap()) as usize, 10),
+            n => (usize::from(n), 2),
+        };
+        let payload = &rest[header..header + len];
+        if opcode == 0x8 {
+            let code = u16::from_be_bytes([payload[0], payload[1]]);
+            return Some((code, String::from_utf8_lossy(&payload[2..]).into_owned()));
+        }
+        rest = &rest[header + len..];
+    }
+    None
+}
+
+pub fn close_code(frame: &Option<CloseFrame>) -> u16 {
+    frame.as_ref().map_or(1005, |f| u16::from(f.code))
+}
+
+/// Sends raw bytes and reads the whole HTTP answer until the server closes.
+pub fn http(addr: SocketAddr, request: &str) -> String {
+    let mut stream = tcp(addr, None, None);
+    stream.write_all(request.as_bytes()).unwrap();
+    let mut answer = String::new();
+    stream.read_to_string(&mut answer).unwrap();
+    answer
+}
+
+/// A well-formed upgrade request for `path`, plus extra header lines.
+pub fn upgrade_request(path: &str, extra: &str) -> String {
+    format!(
+        "GET {path} HTTP/1.1\r\nHost: localhost\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+         Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n{extra}\r\n"
+    )
+}
+
+/// A masked client frame (RFC 6455 §5.2), with full control of its bits.
+pub fn client_frame(first_byte: u8, payload: &[u8]) -> Vec<u8> {
+    let mask = [0x11, 0x22, 0x33, 0x44];
+    let mut frame = vec![first_byte];
+    match payload.len() {
+        n if n < 126 => frame.push(0x80 | n as u8),
+        n if n <= 0xffff => {
+            frame.push(0x80 | 126);
+            frame.extend_from_slice(&(n as u16).to_be_bytes());
+        }
+        n => {
+            frame.push(0x80 | 127);
+            frame.extend_from_slice(&(n as u64).to_be_bytes());
+        }
+    }
+    frame.extend_from_slice(&mask);
+    frame.extend(payload.iter().enumerate().map(|(i, b)| b ^ mask[i % 4]));
+    frame
+}
+
+/// Polls `condition` every 10 ms until it holds or `limit` passes.
+pub fn wait_for(limit: Duration, mut condition: impl FnMut() -> bool) -> bool {
+    let until = Instant::now() + limit;
+    while Instant::now() < until {
+        if condition() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    condition()
+}
