@@ -491,6 +491,18 @@ impl<'a> Session<'a> {
                         return end;
                     }
                 }
+                // Pings cost a pong each, so they draw on the same bucket;
+                // over it they cannot be refused, only counted as flooding.
+                Message::Ping(_) => {
+                    self.shared.metrics.message(Direction::In, MsgType::Ping);
+                    let now = Instant::now();
+                    if self.bucket.take(self.rate, now).is_err() {
+                        self.shared.metrics.error(ErrorType::RateLimit);
+                        if let Some(end) = self.flooding(ws, now) {
+                            return end;
+                        }
+                    }
+                }
                 other => {
                     if let Some(end) = control(self.shared, self.conn, ws, other) {
                         return end;
@@ -546,21 +558,30 @@ impl<'a> Session<'a> {
     /// Answers a request over the per-connection rate; closes a client that
     /// keeps flooding.
     fn limited(&mut self, ws: &mut Ws, id: Option<&str>, now: Instant) -> Option<End> {
-        let shared = self.shared;
-        shared.metrics.error(ErrorType::RateLimit);
+        self.shared.metrics.error(ErrorType::RateLimit);
+        if let Some(end) = self.flooding(ws, now) {
+            return Some(end);
+        }
+        let failure = Failure::new(ErrorCode::RateLimited, "too many requests: slow down");
+        self.shared.respond_error(self.conn, id, &failure);
+        None
+    }
+
+    /// Records one message over the rate. A client over it without a quiet
+    /// second for `flood_close_after` is closed with 1008.
+    fn flooding(&mut self, ws: &mut Ws, now: Instant) -> Option<End> {
         let quiet = self.last_limited.is_none_or(|t| now.duration_since(t) >= FLOOD_QUIET);
         if quiet {
             self.flood_since = Some(now);
         }
         self.last_limited = Some(now);
-        if self.flood_since.is_some_and(|t| now.duration_since(t) >= shared.config.flood_close_after) {
-            shared.close(self.conn, code::POLICY, "rate limit exceeded");
-            let end = End::new(Level::Warn, "kept flooding past the rate limit").code(code::POLICY);
-            return Some(await_close_reply(ws, end));
+        let flooding_for = self.flood_since.map_or(Duration::ZERO, |t| now.duration_since(t));
+        if flooding_for < self.shared.config.flood_close_after {
+            return None;
         }
-        let failure = Failure::new(ErrorCode::RateLimited, "too many requests: slow down");
-        shared.respond_error(self.conn, id, &failure);
-        None
+        self.shared.close(self.conn, code::POLICY, "rate limit exceeded");
+        let end = End::new(Level::Warn, "kept flooding past the rate limit").code(code::POLICY);
+        Some(await_close_reply(ws, end))
     }
 
     fn health(&self) -> String {

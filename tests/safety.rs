@@ -177,6 +177,33 @@ fn a_flooding_client_is_rate_limited_then_closed() {
     assert!(gw.metrics().errors(ErrorType::RateLimit) >= 10);
 }
 
+#[test]
+fn a_ping_flood_counts_against_the_message_rate() {
+    let mut config = config();
+    config.message_rate_per_sec = 20.0;
+    config.message_burst = 5;
+    config.flood_close_after = Duration::from_millis(600);
+    let gw = start(config);
+    let mut ws = operator(gw.local_addr());
+    let ping = client_frame(0x89, b"p");
+    let started = Instant::now();
+    let writer = ws.get_ref().try_clone().unwrap();
+    let flood = thread::spawn(move || {
+        let mut writer = writer;
+        while started.elapsed() < Duration::from_secs(5) {
+            if writer.write_all(&ping).is_err() {
+                return;
+            }
+            thread::sleep(Duration::from_millis(2));
+        }
+    });
+    let (code, reason) = raw_close(ws.get_mut()).expect("closed");
+    assert_eq!((code, reason.as_str()), (1008, "rate limit exceeded"));
+    assert!(started.elapsed() < Duration::from_secs(4));
+    flood.join().unwrap();
+    assert!(gw.metrics().errors(ErrorType::RateLimit) > 10);
+}
+
 /// SPEC §5: one slow or stalled client must not delay pings, ticks or invoke
 /// routing for the others. 30 clients fire a burst of requests and then
 /// never read their socket: 15 produce more output than their queue may
