@@ -12,14 +12,9 @@ use goclaw::ErrorType;
 use serde_json::json;
 use support::*;
 
-/// An operator whose next frames are written raw, after `connect`.
-fn raw_operator(addr: std::net::SocketAddr) -> Client {
-    operator(addr)
-}
-
 fn expect_close_after(bytes: &[u8], code: u16, config: goclaw::Config) -> goclaw::Gateway {
     let gw = start(config);
-    let mut ws = raw_operator(gw.local_addr());
+    let mut ws = operator(gw.local_addr());
     ws.get_mut().write_all(bytes).unwrap();
     let close = recv_close(&mut ws);
     assert_eq!(close_code(&close), code, "after {:02x?}", &bytes[..bytes.len().min(16)]);
@@ -44,7 +39,7 @@ fn oversized_messages_close_1009() {
     expect_close_after(&header, 1009, config.clone());
     // Exactly at the limit is fine.
     let gw = start(config);
-    let mut ws = raw_operator(gw.local_addr());
+    let mut ws = operator(gw.local_addr());
     let padding = "x".repeat(4096 - 60);
     let frame = format!(r#"{{"type":"req","id":"1","method":"health","pad":"{padding}"}}"#);
     let frame = format!("{frame}{}", " ".repeat(4096 - frame.len()));
@@ -77,7 +72,7 @@ fn framing_errors_close_with_rfc6455_codes() {
     ];
     let gw = start(config());
     for (what, bytes, code) in cases {
-        let mut ws = raw_operator(gw.local_addr());
+        let mut ws = operator(gw.local_addr());
         ws.get_mut().write_all(&bytes).unwrap();
         assert_eq!(close_code(&recv_close(&mut ws)), code, "{what}");
     }
