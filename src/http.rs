@@ -110,8 +110,8 @@ pub enum HandshakeError {
     Closed,
 }
 
-/// Reads the request head until it is complete, refused, or the deadline.
-/// Returns the upgrade and the bytes that followed the head.
+/// Reads the upgrade request until it is complete, refused, or the
+/// deadline. Returns the upgrade and the bytes that followed the head.
 ///
 /// # Errors
 /// See [`HandshakeError`].
@@ -120,6 +120,26 @@ pub fn read_upgrade(
     deadline: Instant,
     allowed_origins: &[String],
 ) -> Result<(Upgrade, Vec<u8>), HandshakeError> {
+    read_head(stream, deadline, |head| {
+        Ok(check_request(head, allowed_origins)?.map(|upgrade| {
+            let len = upgrade.head_len;
+            (upgrade, len)
+        }))
+    })
+}
+
+/// Reads a request head of at most [`MAX_HEAD_BYTES`] before `deadline`.
+/// `check` decides on the bytes read so far: `Ok(None)` to read more,
+/// `Ok(Some((value, head_len)))` when complete. Returns the value and the
+/// bytes after the head. The buffer is on the heap and freed on return.
+///
+/// # Errors
+/// See [`HandshakeError`].
+pub fn read_head<T>(
+    stream: &TcpStream,
+    deadline: Instant,
+    check: impl Fn(&[u8]) -> Result<Option<(T, usize)>, Refusal>,
+) -> Result<(T, Vec<u8>), HandshakeError> {
     let mut buf = vec![0u8; INITIAL_HEAD_BYTES];
     let mut filled = 0;
     loop {
@@ -137,9 +157,9 @@ pub fn read_upgrade(
             Err(_) => return Err(HandshakeError::Closed),
         };
         filled += n;
-        if let Some(upgrade) = check_request(&buf[..filled], allowed_origins).map_err(HandshakeError::Refused)? {
-            let tail = buf[upgrade.head_len..filled].to_vec();
-            return Ok((upgrade, tail));
+        if let Some((value, head_len)) = check(&buf[..filled]).map_err(HandshakeError::Refused)? {
+            let tail = buf.get(head_len..filled).unwrap_or_default().to_vec();
+            return Ok((value, tail));
         }
     }
 }

@@ -44,14 +44,16 @@ mod logging;
 mod metrics;
 mod net;
 mod outbox;
+mod process;
 mod protocol;
 mod ratelimit;
 mod server;
 mod sha1;
 mod shared;
+mod status;
 
 pub use cli::{Command, parse as parse_args};
 pub use config::{Config, ConfigError, Token};
 pub use logging::init as init_logging;
-pub use metrics::{Direction, ErrorType, InvokeOutcome, Metrics, MsgType};
+pub use metrics::{CONTENT_TYPE as METRICS_CONTENT_TYPE, Direction, ErrorType, InvokeOutcome, Metrics, MsgType};
 pub use server::{Gateway, ShutdownReport, StartError};

@@ -1,12 +1,30 @@
-//! The gateway's counters and gauges (SPEC §6), as lock-free atomics.
+//! The gateway's Prometheus metrics (SPEC §6): one registry per gateway,
+//! every series created at start (so dashboards and alerts see zeros, not
+//! gaps), and a handle per label combination resolved once, so counting on
+//! the per-message path is one atomic add with no lock and no label lookup.
 //!
-//! Every label value is an enum variant with a fixed name, so no label can
-//! come from client input, and every series exists (at 0) from the start.
-//! Counting is one relaxed atomic add: cheap enough for the per-message path.
-//! This module only counts; exporting is the job of the `/metrics` endpoint.
+//! Every label value is an enum variant with a fixed name: no label can come
+//! from client input. [`Metrics::render`] produces the text exposition
+//! format for `/metrics`.
 
-use std::sync::atomic::{AtomicI64, AtomicU64, Ordering::Relaxed};
 use std::time::Duration;
+
+use prometheus::core::{Collector, Desc};
+use prometheus::proto::MetricFamily;
+use prometheus::{
+    Counter, Encoder, Gauge, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
+    Registry, TextEncoder,
+};
+
+use crate::process::ProcessStats;
+
+/// `Content-Type` of [`Metrics::render`]'s output.
+pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
+
+/// Upper bounds of the invoke duration histogram, in seconds: from a
+/// loopback round trip to the longest `timeoutMs` (600 s).
+const INVOKE_BUCKETS: &[f64] =
+    &[0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0, 600.0];
 
 /// Direction of a WebSocket message, seen from the gateway.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -162,67 +180,216 @@ impl InvokeOutcome {
     }
 }
 
-/// All counters and gauges. One instance per gateway, shared by `Arc`.
-#[derive(Debug, Default)]
+/// Every metric of one gateway, registered in its own registry (tests run
+/// several gateways in one process).
 pub struct Metrics {
-    messages: [[AtomicU64; MsgType::ALL.len()]; Direction::ALL.len()],
-    errors: [AtomicU64; ErrorType::ALL.len()],
-    connected_clients: AtomicI64,
-    nodes_connected: AtomicI64,
-    invokes: [AtomicU64; InvokeOutcome::ALL.len()],
-    invoke_micros: [AtomicU64; InvokeOutcome::ALL.len()],
+    registry: Registry,
+    messages: [[IntCounter; MsgType::ALL.len()]; Direction::ALL.len()],
+    errors: [IntCounter; ErrorType::ALL.len()],
+    connected_clients: IntGauge,
+    nodes_connected: IntGauge,
+    invokes: [Histogram; InvokeOutcome::ALL.len()],
 }
 
+impl std::fmt::Debug for Metrics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Metrics").finish_non_exhaustive()
+    }
+}
+
+/// Registration only fails for an invalid or duplicate name or label set;
+/// every one here is a literal, registered once per fresh registry.
+const STATIC_METRIC: &str = "invariant: metric names and labels are static, valid and registered once";
+
 impl Metrics {
+    /// A registry with every series of SPEC §6 present at zero.
+    pub fn new() -> Metrics {
+        let registry = Registry::new();
+        let register = |collector: Box<dyn Collector>| registry.register(collector).expect(STATIC_METRIC);
+
+        let messages_vec = IntCounterVec::new(
+            Opts::new("goclaw_messages_total", "WebSocket messages by direction and type."),
+            &["direction", "type"],
+        )
+        .expect(STATIC_METRIC);
+        let messages = Direction::ALL.map(|direction| {
+            MsgType::ALL.map(|kind| messages_vec.with_label_values(&[direction.label(), kind.label()]))
+        });
+        register(Box::new(messages_vec));
+
+        let errors_vec =
+            IntCounterVec::new(Opts::new("goclaw_errors_total", "Errors by type."), &["type"]).expect(STATIC_METRIC);
+        let errors = ErrorType::ALL.map(|kind| errors_vec.with_label_values(&[kind.label()]));
+        register(Box::new(errors_vec));
+
+        let connected_clients =
+            IntGauge::new("goclaw_connected_clients", "Clients that completed connect and are still connected.")
+                .expect(STATIC_METRIC);
+        register(Box::new(connected_clients.clone()));
+        let nodes_connected =
+            IntGauge::new("goclaw_nodes_connected", "Nodes currently connected.").expect(STATIC_METRIC);
+        register(Box::new(nodes_connected.clone()));
+
+        let invoke_vec = prometheus::HistogramVec::new(
+            HistogramOpts::new("goclaw_invoke_duration_seconds", "node.invoke duration by outcome.")
+                .buckets(INVOKE_BUCKETS.to_vec()),
+            &["outcome"],
+        )
+        .expect(STATIC_METRIC);
+        let invokes = InvokeOutcome::ALL.map(|outcome| invoke_vec.with_label_values(&[outcome.label()]));
+        register(Box::new(invoke_vec));
+
+        let build_info =
+            IntGaugeVec::new(Opts::new("goclaw_build_info", "Always 1; the version is in the label."), &["version"])
+                .expect(STATIC_METRIC);
+        build_info.with_label_values(&[env!("CARGO_PKG_VERSION")]).set(1);
+        register(Box::new(build_info));
+        register(Box::new(ProcessCollector::new()));
+
+        Metrics { registry, messages, errors, connected_clients, nodes_connected, invokes }
+    }
+
     /// Counts one message.
     pub fn message(&self, direction: Direction, kind: MsgType) {
-        self.messages[direction as usize][kind as usize].fetch_add(1, Relaxed);
+        self.messages[direction as usize][kind as usize].inc();
     }
 
     /// Counts one error.
     pub fn error(&self, kind: ErrorType) {
-        self.errors[kind as usize].fetch_add(1, Relaxed);
+        self.errors[kind as usize].inc();
     }
 
     /// Records how long an invoke took and how it ended.
     pub fn invoke(&self, outcome: InvokeOutcome, took: Duration) {
-        self.invokes[outcome as usize].fetch_add(1, Relaxed);
-        let micros = u64::try_from(took.as_micros()).unwrap_or(u64::MAX);
-        self.invoke_micros[outcome as usize].fetch_add(micros, Relaxed);
+        self.invokes[outcome as usize].observe(took.as_secs_f64());
     }
 
     /// Moves the authenticated-clients gauge by `delta`.
     pub(crate) fn add_clients(&self, delta: i64) {
-        self.connected_clients.fetch_add(delta, Relaxed);
+        self.connected_clients.add(delta);
     }
 
     /// Moves the connected-nodes gauge by `delta`.
     pub(crate) fn add_nodes(&self, delta: i64) {
-        self.nodes_connected.fetch_add(delta, Relaxed);
+        self.nodes_connected.add(delta);
     }
 
     /// Messages counted so far in one series.
     pub fn messages(&self, direction: Direction, kind: MsgType) -> u64 {
-        self.messages[direction as usize][kind as usize].load(Relaxed)
+        self.messages[direction as usize][kind as usize].get()
     }
 
     /// Errors counted so far in one series.
     pub fn errors(&self, kind: ErrorType) -> u64 {
-        self.errors[kind as usize].load(Relaxed)
+        self.errors[kind as usize].get()
     }
 
     /// Invokes that ended with `outcome` so far.
     pub fn invokes(&self, outcome: InvokeOutcome) -> u64 {
-        self.invokes[outcome as usize].load(Relaxed)
+        self.invokes[outcome as usize].get_sample_count()
     }
 
     /// Clients that completed `connect` and are still connected.
     pub fn connected_clients(&self) -> i64 {
-        self.connected_clients.load(Relaxed)
+        self.connected_clients.get()
     }
 
     /// Nodes currently connected.
     pub fn nodes_connected(&self) -> i64 {
-        self.nodes_connected.load(Relaxed)
+        self.nodes_connected.get()
+    }
+
+    /// The text exposition of every metric, process figures read now.
+    ///
+    /// # Errors
+    /// Only if a metric family is malformed, which the static registrations
+    /// above rule out; the caller answers 500.
+    pub fn render(&self) -> prometheus::Result<Vec<u8>> {
+        let mut out = Vec::with_capacity(8 * 1024);
+        TextEncoder::new().encode(&self.registry.gather(), &mut out)?;
+        Ok(out)
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Metrics::new()
+    }
+}
+
+/// The conventional `process_*` metrics, read from `/proc` at each scrape.
+struct ProcessCollector {
+    descs: Vec<Desc>,
+    resident: Gauge,
+    virtual_memory: Gauge,
+    threads: Gauge,
+    open_fds: Gauge,
+    max_fds: Gauge,
+    cpu: Counter,
+    start_time: Gauge,
+}
+
+impl ProcessCollector {
+    fn new() -> ProcessCollector {
+        let gauge = |name: &str, help: &str| Gauge::new(name, help).expect(STATIC_METRIC);
+        let collector = ProcessCollector {
+            descs: Vec::new(),
+            resident: gauge("process_resident_memory_bytes", "Resident memory size in bytes."),
+            virtual_memory: gauge("process_virtual_memory_bytes", "Virtual memory size in bytes."),
+            threads: gauge("process_threads", "Number of OS threads in the process."),
+            open_fds: gauge("process_open_fds", "Number of open file descriptors."),
+            max_fds: gauge("process_max_fds", "Maximum number of open file descriptors."),
+            cpu: Counter::new("process_cpu_seconds_total", "Total user and system CPU time spent in seconds.")
+                .expect(STATIC_METRIC),
+            start_time: gauge("process_start_time_seconds", "Start time of the process since unix epoch in seconds."),
+        };
+        let descs = collector.parts().iter().flat_map(|c| c.desc()).cloned().collect();
+        ProcessCollector { descs, ..collector }
+    }
+
+    fn parts(&self) -> [&dyn Collector; 7] {
+        [
+            &self.resident,
+            &self.virtual_memory,
+            &self.threads,
+            &self.open_fds,
+            &self.max_fds,
+            &self.cpu,
+            &self.start_time,
+        ]
+    }
+}
+
+impl Collector for ProcessCollector {
+    fn desc(&self) -> Vec<&Desc> {
+        self.descs.iter().collect()
+    }
+
+    fn collect(&self) -> Vec<MetricFamily> {
+        let stats = ProcessStats::read();
+        let gauges = [
+            (&self.resident, stats.resident_bytes.map(|v| v as f64)),
+            (&self.virtual_memory, stats.virtual_bytes.map(|v| v as f64)),
+            (&self.threads, stats.threads.map(|v| v as f64)),
+            (&self.open_fds, stats.open_fds.map(|v| v as f64)),
+            (&self.max_fds, stats.max_fds.map(|v| v as f64)),
+            (&self.start_time, stats.start_time_seconds),
+        ];
+        let mut families = Vec::new();
+        for (gauge, value) in gauges {
+            if let Some(value) = value {
+                gauge.set(value);
+                families.extend(gauge.collect());
+            }
+        }
+        if let Some(total) = stats.cpu_seconds {
+            // A counter only moves forward: add what was used since the last scrape.
+            let delta = total - self.cpu.get();
+            if delta > 0.0 {
+                self.cpu.inc_by(delta);
+            }
+            families.extend(self.cpu.collect());
+        }
+        families
     }
 }

@@ -9,7 +9,7 @@
 
 use std::fmt;
 use std::io::{self, Read, Write};
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, Shutdown, SocketAddr, TcpListener, TcpStream};
+use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
 use std::sync::Arc;
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
@@ -24,6 +24,7 @@ use crate::metrics::{ErrorType, Metrics};
 use crate::net;
 use crate::protocol::ErrorCode;
 use crate::shared::{Answer, Shared};
+use crate::status::{self, StatusServer};
 
 /// Pause after an `accept()` error such as EMFILE, so a full descriptor
 /// table does not turn the accept loop into a busy loop.
@@ -37,8 +38,10 @@ const WAKE_CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
 pub enum StartError {
     /// The configuration is invalid (exit status 2).
     Config(ConfigError),
-    /// The listener could not be bound (port in use, permission).
+    /// A listener could not be bound (port in use, permission).
     Bind {
+        /// The flag that asked for it.
+        flag: &'static str,
         /// The address asked for.
         addr: SocketAddr,
         /// Why.
@@ -52,7 +55,7 @@ impl fmt::Display for StartError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             StartError::Config(e) => write!(f, "{e}"),
-            StartError::Bind { addr, source } => write!(f, "cannot listen on {addr}: {source}"),
+            StartError::Bind { flag, addr, source } => write!(f, "cannot listen on {addr} ({flag}): {source}"),
             StartError::Thread(e) => write!(f, "cannot start a thread: {e}"),
         }
     }
@@ -79,6 +82,7 @@ pub struct Gateway {
     shared: Arc<Shared>,
     accept: Option<JoinHandle<()>>,
     heartbeat: Option<JoinHandle<()>>,
+    status: Option<StatusServer>,
 }
 
 impl Gateway {
@@ -89,14 +93,19 @@ impl Gateway {
     /// that cannot be started.
     pub fn start(config: Config) -> Result<Gateway, StartError> {
         config.validate().map_err(StartError::Config)?;
-        let listener =
-            TcpListener::bind(config.listen).map_err(|source| StartError::Bind { addr: config.listen, source })?;
-        let local_addr = listener.local_addr().map_err(|source| StartError::Bind { addr: config.listen, source })?;
+        let bind = |flag, addr| {
+            let listener = TcpListener::bind(addr).map_err(|source| StartError::Bind { flag, addr, source })?;
+            let local = listener.local_addr().map_err(|source| StartError::Bind { flag, addr, source })?;
+            Ok((listener, local))
+        };
+        let (listener, local_addr) = bind("--listen", config.listen)?;
+        let (status_listener, status_addr) = bind("--metrics-listen", config.metrics_listen)?;
         if config.token.is_none() {
             warn!(addr:% = local_addr; "no token configured: authentication is off (loopback only)");
         }
         let shared = Arc::new(Shared::new(config, local_addr));
-        let mut gateway = Gateway { shared: shared.clone(), accept: None, heartbeat: None };
+        let mut gateway = Gateway { shared: shared.clone(), accept: None, heartbeat: None, status: None };
+        gateway.status = Some(StatusServer::start(shared.clone(), status_listener).map_err(StartError::Thread)?);
         let beat = shared.clone();
         gateway.heartbeat = Some(
             thread::Builder::new()
@@ -111,13 +120,19 @@ impl Gateway {
                 .spawn(move || accept_loop(&accept, &listener))
                 .map_err(StartError::Thread)?,
         );
-        info!(addr:% = local_addr, version = env!("CARGO_PKG_VERSION"); "listening");
+        info!(addr:% = local_addr, metrics_addr:% = status_addr, version = env!("CARGO_PKG_VERSION"); "listening");
         Ok(gateway)
     }
 
     /// The address the WebSocket listener is bound to.
     pub fn local_addr(&self) -> SocketAddr {
         self.shared.local_addr
+    }
+
+    /// The address the metrics listener (`/metrics`, `/healthz`, `/readyz`)
+    /// is bound to.
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        self.status.as_ref().map(StatusServer::local_addr)
     }
 
     /// The gateway's counters and gauges.
@@ -175,6 +190,10 @@ impl Gateway {
         if let Some(heartbeat) = self.heartbeat.take() {
             let _ = heartbeat.join();
         }
+        // Last: /readyz answers 503 for as long as the drain lasts.
+        if let Some(mut status) = self.status.take() {
+            status.stop();
+        }
         let report = ShutdownReport { notified: clients.len(), unavailable, cut: remaining.len(), joined };
         info!(notified = report.notified, unavailable = report.unavailable, cut = report.cut,
             joined = report.joined; "shutdown complete");
@@ -184,7 +203,7 @@ impl Gateway {
 
 impl Drop for Gateway {
     fn drop(&mut self) {
-        if self.accept.is_some() || self.heartbeat.is_some() {
+        if self.accept.is_some() || self.heartbeat.is_some() || self.status.is_some() {
             self.stop();
         }
     }
@@ -192,12 +211,7 @@ impl Drop for Gateway {
 
 /// Unblocks `accept()` by connecting to our own listener.
 fn wake_accept(local: SocketAddr) {
-    let ip = match local.ip() {
-        IpAddr::V4(ip) if ip.is_unspecified() => IpAddr::V4(Ipv4Addr::LOCALHOST),
-        IpAddr::V6(ip) if ip.is_unspecified() => IpAddr::V6(Ipv6Addr::LOCALHOST),
-        ip => ip,
-    };
-    if let Err(e) = TcpStream::connect_timeout(&SocketAddr::new(ip, local.port()), WAKE_CONNECT_TIMEOUT) {
+    if let Err(e) = TcpStream::connect_timeout(&status::loopback(local), WAKE_CONNECT_TIMEOUT) {
         warn!(error:% = e; "could not wake the accept loop");
     }
 }

@@ -84,7 +84,7 @@ pub struct Shared {
 impl Shared {
     /// Shared state for a gateway listening on `local_addr`.
     pub fn new(config: Config, local_addr: SocketAddr) -> Shared {
-        let metrics = Arc::new(Metrics::default());
+        let metrics = Arc::new(Metrics::new());
         let max = config.max_message_bytes;
         let ws_config = WebSocketConfig::default()
             .read_buffer_size(READ_BUFFER_BYTES)
@@ -242,7 +242,8 @@ pub struct Slots {
 }
 
 impl Slots {
-    fn new(max: usize) -> Slots {
+    /// `max` slots, none in use.
+    pub fn new(max: usize) -> Slots {
         Slots { max, active: AtomicUsize::new(0), idle_lock: Mutex::new(()), idle: Condvar::new() }
     }
 

@@ -135,7 +135,7 @@ fn bad_input_exits_2_with_one_line_naming_the_flag() {
 fn a_port_in_use_exits_1_with_one_line() {
     let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = taken.local_addr().unwrap().to_string();
-    let (code, _, err) = run(&["serve", "--listen", &addr]);
+    let (code, _, err) = run(&["serve", "--listen", &addr, "--metrics-listen", "127.0.0.1:0"]);
     assert_eq!(code, 1, "{err}");
     assert_eq!(err.lines().count(), 1, "{err}");
     let last = err.trim_end();
@@ -163,7 +163,7 @@ fn variables_and_systemd_credentials_configure_it() {
 }
 
 fn serve_with(extra: &[&str]) -> Running {
-    let mut args = vec!["serve", "--listen", "127.0.0.1:0", "--token", TOKEN];
+    let mut args = vec!["serve", "--listen", "127.0.0.1:0", "--metrics-listen", "127.0.0.1:0", "--token", TOKEN];
     args.extend_from_slice(extra);
     Running::start(goclaw(&args))
 }

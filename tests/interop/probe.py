@@ -29,7 +29,7 @@ BINARY = sys.argv[1] if len(sys.argv) > 1 else "target/release/goclaw"
 
 @contextlib.contextmanager
 def gateway(*flags):
-    process = subprocess.Popen([BINARY, "serve", "--listen", "127.0.0.1:0", "--token", TOKEN, *flags],
+    process = subprocess.Popen([BINARY, "serve", "--listen", "127.0.0.1:0", "--metrics-listen", "127.0.0.1:0", "--token", TOKEN, *flags],
                                stderr=subprocess.PIPE, text=True)
     try:
         for line in process.stderr:

@@ -102,7 +102,7 @@ def main():
     if not args.spawn:
         asyncio.run(walkthrough(args.url, args.token))
         return
-    process = subprocess.Popen([args.spawn, "serve", "--listen", "127.0.0.1:0", "--token", args.token],
+    process = subprocess.Popen([args.spawn, "serve", "--listen", "127.0.0.1:0", "--metrics-listen", "127.0.0.1:0", "--token", args.token],
                                stderr=subprocess.PIPE, text=True)
     try:
         for line in process.stderr:

@@ -24,6 +24,7 @@ pub const TOKEN: &str = "test-token";
 pub fn config() -> Config {
     Config {
         listen: "127.0.0.1:0".parse().unwrap(),
+        metrics_listen: "127.0.0.1:0".parse().unwrap(),
         token: Some(Token::new("--token", TOKEN.into()).unwrap()),
         pong_wait: Duration::from_secs(5),
         ping_period: Duration::from_secs(4),

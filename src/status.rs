@@ -1,0 +1,277 @@
+//! The metrics listener (SPEC §6): `GET /metrics`, `/healthz`, `/readyz` on
+//! `--metrics-listen`, never on the WebSocket port.
+//!
+//! Owns its listener, its named accept thread (`metrics`) and at most
+//! [`MAX_CONNECTIONS`] connection threads (`metrics-conn`), each of which
+//! reads one request head within [`READ_TIMEOUT`], answers, and closes. A
+//! slowloris here holds one of those slots for at most [`READ_TIMEOUT`];
+//! past the bound, connections get 503 from the accept thread itself.
+//!
+//! Why tiny_http writes the responses but its `Server` is not used:
+//! tiny_http 0.12's server cannot meet this section of the spec. Its accept
+//! thread is unnamed and detached and stops for good on the first accept
+//! error; its pool spawns a thread per connection without limit (and keeps
+//! four idle ones); it sets no socket timeouts; it reads header lines into a
+//! `Vec` without bound; and nothing it spawns can be joined at shutdown.
+//! So the sockets are handled here, with the same bounded, deadline-driven
+//! head reader as the WebSocket port (`http::read_head`), and tiny_http's
+//! `Response::raw_print` writes each answer.
+
+use std::io::{self, Cursor, Read, Write};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, Shutdown, SocketAddr, TcpListener, TcpStream};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering::SeqCst};
+use std::thread::{self, JoinHandle};
+use std::time::{Duration, Instant};
+
+use log::{debug, warn};
+use tiny_http::{HTTPVersion, Header, Response, StatusCode};
+
+use crate::http::{self, HandshakeError, Refusal};
+use crate::metrics::{self, ErrorType};
+use crate::net;
+use crate::shared::{ConnThreads, Shared, Slots};
+
+/// Most metrics connections served at once. Prometheus and a health probe
+/// need one each; the rest is headroom.
+pub const MAX_CONNECTIONS: usize = 4;
+/// Time from accept to a complete request head (the seed's read timeout).
+pub const READ_TIMEOUT: Duration = Duration::from_secs(15);
+/// Longest a response write may block (the seed's write timeout). One
+/// request per connection, so the seed's 60 s idle timeout never applies.
+pub const WRITE_TIMEOUT: Duration = Duration::from_secs(15);
+/// Pause after a failed `accept()` (e.g. EMFILE), so it cannot spin.
+const ACCEPT_ERROR_PAUSE: Duration = Duration::from_millis(100);
+
+/// The running metrics listener.
+#[derive(Debug)]
+pub struct StatusServer {
+    addr: SocketAddr,
+    stop: Arc<AtomicBool>,
+    conns: Arc<Conns>,
+    accept: Option<JoinHandle<()>>,
+}
+
+/// Connection slots, thread handles and sockets (to cut them at stop).
+#[derive(Debug)]
+struct Conns {
+    slots: Slots,
+    threads: ConnThreads,
+    sockets: parking_lot::Mutex<Vec<(u64, Arc<TcpStream>)>>,
+}
+
+impl StatusServer {
+    /// Starts serving on `listener`.
+    ///
+    /// # Errors
+    /// The accept thread could not be started.
+    pub fn start(shared: Arc<Shared>, listener: TcpListener) -> io::Result<StatusServer> {
+        let addr = listener.local_addr()?;
+        let stop = Arc::new(AtomicBool::new(false));
+        let conns = Arc::new(Conns {
+            slots: Slots::new(MAX_CONNECTIONS),
+            threads: ConnThreads::default(),
+            sockets: parking_lot::Mutex::new(Vec::new()),
+        });
+        let (stop_flag, accept_conns) = (stop.clone(), conns.clone());
+        let accept = thread::Builder::new()
+            .name("metrics".into())
+            .spawn(move || accept_loop(&shared, &listener, &stop_flag, &accept_conns))?;
+        Ok(StatusServer { addr, stop, conns, accept: Some(accept) })
+    }
+
+    /// The address it listens on.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// Stops accepting, cuts open connections and joins every thread.
+    pub fn stop(&mut self) {
+        self.stop.store(true, SeqCst);
+        if let Some(accept) = self.accept.take() {
+            let _ = TcpStream::connect_timeout(&loopback(self.addr), Duration::from_secs(1));
+            let _ = accept.join();
+        }
+        for (_, socket) in self.conns.sockets.lock().iter() {
+            let _ = socket.shutdown(Shutdown::Both);
+        }
+        self.conns.threads.join_all();
+    }
+}
+
+impl Drop for StatusServer {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// Where to connect to reach a listener bound to `addr`.
+pub fn loopback(addr: SocketAddr) -> SocketAddr {
+    let ip = match addr.ip() {
+        IpAddr::V4(ip) if ip.is_unspecified() => IpAddr::V4(Ipv4Addr::LOCALHOST),
+        IpAddr::V6(ip) if ip.is_unspecified() => IpAddr::V6(Ipv6Addr::LOCALHOST),
+        ip => ip,
+    };
+    SocketAddr::new(ip, addr.port())
+}
+
+fn accept_loop(shared: &Arc<Shared>, listener: &TcpListener, stop: &AtomicBool, conns: &Arc<Conns>) {
+    let mut next_key = 0u64;
+    loop {
+        let accepted = listener.accept();
+        if stop.load(SeqCst) {
+            return;
+        }
+        conns.threads.reap();
+        let stream = match accepted {
+            Ok((stream, _)) => stream,
+            Err(e) => {
+                warn!(error:% = e; "metrics listener: accept failed");
+                thread::sleep(ACCEPT_ERROR_PAUSE);
+                continue;
+            }
+        };
+        if !conns.slots.try_acquire() {
+            shared.metrics.error(ErrorType::Capacity);
+            refuse_now(&stream, Refusal::AtCapacity);
+            continue;
+        }
+        next_key += 1;
+        let key = next_key;
+        let stream = Arc::new(stream);
+        conns.sockets.lock().push((key, stream.clone()));
+        let (shared, owned) = (shared.clone(), conns.clone());
+        let spawned = thread::Builder::new().name("metrics-conn".into()).spawn(move || {
+            let _guard = SlotGuard { conns: &owned, key };
+            serve(&shared, &stream);
+        });
+        match spawned {
+            Ok(handle) => conns.threads.insert(key, handle),
+            // The closure, with its guard, was dropped: slot and socket released.
+            Err(e) => warn!(error:% = e; "metrics listener: cannot start a connection thread"),
+        }
+    }
+}
+
+/// Releases a metrics connection's slot and socket however its thread ends.
+struct SlotGuard<'a> {
+    conns: &'a Conns,
+    key: u64,
+}
+
+impl Drop for SlotGuard<'_> {
+    fn drop(&mut self) {
+        self.conns.sockets.lock().retain(|(key, _)| *key != self.key);
+        self.conns.slots.release();
+        self.conns.threads.finished(self.key);
+    }
+}
+
+/// Answers from the accept thread without blocking it: the answer is tiny
+/// and the socket fresh, so the kernel takes it whole.
+fn refuse_now(stream: &TcpStream, refusal: Refusal) {
+    if stream.set_nonblocking(true).is_ok() {
+        let mut scratch = [0u8; 1024];
+        let _ = (&*stream).read(&mut scratch);
+        let _ = (&*stream).write_all(refusal.response().as_bytes());
+        let _ = stream.shutdown(Shutdown::Write);
+    }
+}
+
+/// A parsed request line: method and path.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct RequestLine {
+    method: String,
+    path: String,
+}
+
+/// Serves one request on one connection.
+fn serve(shared: &Shared, stream: &TcpStream) {
+    if stream.set_write_timeout(Some(WRITE_TIMEOUT)).is_err() {
+        return;
+    }
+    let deadline = Instant::now() + READ_TIMEOUT;
+    let (status, content_type, body, head_only) = match http::read_head(stream, deadline, parse_request_line) {
+        Ok((line, _)) => {
+            let head_only = line.method == "HEAD";
+            let (status, content_type, body) = route(shared, &line);
+            (status, content_type, body, head_only)
+        }
+        Err(HandshakeError::Refused(refusal)) => {
+            let _ = net::write_all(stream, refusal.response().as_bytes());
+            return;
+        }
+        Err(HandshakeError::Timeout | HandshakeError::Closed) => {
+            debug!("metrics listener: request not received in time");
+            return;
+        }
+    };
+    let mut response = Response::new(StatusCode(status), Vec::new(), Cursor::new(body.clone()), Some(body.len()), None)
+        // Content-Length, never chunked: the body is already complete.
+        .with_chunked_threshold(usize::MAX);
+    let allow = if status == 405 { Some(("Allow", "GET, HEAD")) } else { None };
+    let headers = [("Content-Type", content_type), ("Connection", "close"), ("Cache-Control", "no-store")];
+    for (name, value) in headers.into_iter().chain(allow) {
+        if let Ok(header) = Header::from_bytes(name.as_bytes(), value.as_bytes()) {
+            response.add_header(header);
+        }
+    }
+    let mut writer = stream;
+    let _ = response.raw_print(&mut writer, HTTPVersion(1, 1), &[], head_only, None);
+    let _ = writer.flush();
+    let _ = stream.shutdown(Shutdown::Write);
+}
+
+/// Status, content type and body for a request.
+fn route(shared: &Shared, line: &RequestLine) -> (u16, &'static str, Vec<u8>) {
+    const TEXT: &str = "text/plain; charset=utf-8";
+    let path = line.path.split_once('?').map_or(line.path.as_str(), |(path, _)| path);
+    let known = matches!(path, "/metrics" | "/healthz" | "/readyz");
+    if !known {
+        return (404, TEXT, b"not found: try /metrics, /healthz or /readyz\n".to_vec());
+    }
+    if line.method != "GET" && line.method != "HEAD" {
+        return (405, TEXT, b"method not allowed\n".to_vec());
+    }
+    match path {
+        "/metrics" => match shared.metrics.render() {
+            Ok(body) => (200, metrics::CONTENT_TYPE, body),
+            Err(e) => (500, TEXT, format!("cannot render metrics: {e}\n").into_bytes()),
+        },
+        "/healthz" => (200, TEXT, b"ok\n".to_vec()),
+        _ if shared.is_draining() => (503, TEXT, b"draining\n".to_vec()),
+        _ => (200, TEXT, b"ready\n".to_vec()),
+    }
+}
+
+/// Parses a request head far enough to route it: method and path.
+fn parse_request_line(head: &[u8]) -> Result<Option<(RequestLine, usize)>, Refusal> {
+    let mut headers = [httparse::EMPTY_HEADER; http::MAX_HEADERS];
+    let mut request = httparse::Request::new(&mut headers);
+    match request.parse(head) {
+        Ok(httparse::Status::Complete(len)) => {
+            let method = request.method.unwrap_or_default().to_string();
+            let path = request.path.unwrap_or_default().to_string();
+            Ok(Some((RequestLine { method, path }, len)))
+        }
+        Ok(httparse::Status::Partial) => Ok(None),
+        Err(httparse::Error::TooManyHeaders) => Err(Refusal::TooLarge),
+        Err(_) => Err(Refusal::BadRequest("malformed HTTP request")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn request_lines() {
+        let line = |method: &str, path: &str| RequestLine { method: method.into(), path: path.into() };
+        assert_eq!(
+            parse_request_line(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n"),
+            Ok(Some((line("GET", "/metrics"), 34)))
+        );
+        assert_eq!(parse_request_line(b"GET /metr"), Ok(None));
+        assert!(parse_request_line(b"\x00\r\n\r\n").is_err());
+    }
+}
