@@ -36,6 +36,7 @@ fn run(args: &[&str]) -> (i32, String, String) {
 struct Running {
     child: Child,
     addr: SocketAddr,
+    metrics: SocketAddr,
     lines: Receiver<String>,
 }
 
@@ -49,10 +50,12 @@ impl Running {
                 let _ = tx.send(line);
             }
         });
-        let mut running = Running { child, addr: "0.0.0.0:0".parse().unwrap(), lines };
+        let unset: SocketAddr = "0.0.0.0:0".parse().unwrap();
+        let mut running = Running { child, addr: unset, metrics: unset, lines };
         let line = running.wait_line("listening");
-        let addr = line.split_whitespace().find_map(|w| w.strip_prefix("addr=")).unwrap();
-        running.addr = addr.parse().unwrap();
+        let field = |key: &str| line.split_whitespace().find_map(|w| w.strip_prefix(key)).unwrap().parse().unwrap();
+        running.addr = field("addr=");
+        running.metrics = field("metrics_addr=");
         running
     }
 
@@ -198,6 +201,28 @@ fn a_second_signal_exits_130_at_once() {
     running.signal(Signal::SIGINT);
     assert_eq!(running.wait(Duration::from_secs(5)), 130);
     assert!(started.elapsed() < Duration::from_secs(2));
+}
+
+fn threads_of(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    status.lines().find_map(|l| l.strip_prefix("Threads:")).unwrap().trim().parse().unwrap()
+}
+
+#[test]
+fn a_slowloris_on_the_metrics_port_costs_at_most_four_threads() {
+    let running = serve_with(&[]);
+    let pid = running.child.id();
+    let before = threads_of(pid);
+    let silent: Vec<_> = (0..50).map(|_| tcp(running.metrics, None, None)).collect();
+    // The accept loop is sequential: once it has answered this one, it has
+    // dealt with all fifty before it.
+    let answer = http(running.metrics, "GET /healthz HTTP/1.1\r\n\r\n");
+    assert!(answer.starts_with("HTTP/1.1 503"), "{answer}");
+    let during = threads_of(pid);
+    assert!(during <= before + 4, "{before} threads before, {during} with 50 silent metrics connections");
+    drop(silent);
+    assert!(wait_for(Duration::from_secs(5), || http(running.metrics, "GET /healthz HTTP/1.1\r\n\r\n")
+        .starts_with("HTTP/1.1 200")));
 }
 
 #[test]
