@@ -140,8 +140,8 @@ impl Drop for ConnGuard {
         let end = &self.end;
         log!(target: "goclaw::conn", end.level,
             conn_id:% = self.conn.id, addr:% = self.conn.addr,
-            role = self.role.map_or("none", Role::as_str), node_id = self.node_id.as_deref().unwrap_or(""),
-            reason = end.reason, code = end.code.map(|c| c.to_string()).unwrap_or_default(), error = end.detail.as_deref().unwrap_or(""),
+            role = self.role.map(Role::as_str), node_id = self.node_id.as_deref(),
+            reason = end.reason, code = end.code, error = end.detail.as_deref(),
             duration_ms = self.accepted.elapsed().as_millis() as u64, active = active;
             "client disconnected");
         shared.threads.finished(self.conn.key);
@@ -230,7 +230,7 @@ fn session(shared: &Arc<Shared>, conn: &Arc<Conn>, guard: &mut ConnGuard) -> End
         Err(_draining) => return close_for_shutdown(shared, conn, &mut ws),
     }
     info!(target: "goclaw::conn", conn_id:% = conn.id, addr:% = conn.addr, role = role.as_str(),
-        node_id = guard.node_id.as_deref().unwrap_or(""), active = shared.slots.active(); "client connected");
+        node_id = guard.node_id.as_deref(), active = shared.slots.active(); "client connected");
     let mut session = Session::new(shared, conn, role, guard.node_id.clone());
     session.serve(&mut ws)
 }

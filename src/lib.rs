@@ -54,6 +54,6 @@ mod status;
 
 pub use cli::{Command, parse as parse_args};
 pub use config::{Config, ConfigError, Token};
-pub use logging::init as init_logging;
+pub use logging::{JsonLog, LOG_FILE_NAME, LogLimits, Logs, init as init_logging, json_line};
 pub use metrics::{CONTENT_TYPE as METRICS_CONTENT_TYPE, Direction, ErrorType, InvokeOutcome, Metrics, MsgType};
 pub use server::{Gateway, ShutdownReport, StartError};

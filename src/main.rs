@@ -8,7 +8,7 @@ use std::process::ExitCode;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc;
 
-use goclaw::{Command, Config, Gateway};
+use goclaw::{Command, Config, Gateway, LogLimits};
 
 fn main() -> ExitCode {
     let args: Result<Vec<String>, _> = std::env::args_os().skip(1).map(|a| a.into_string()).collect();
@@ -34,10 +34,13 @@ fn main() -> ExitCode {
 }
 
 fn serve(config: Config) -> ExitCode {
-    if let Err(e) = goclaw::init_logging(config.log_level) {
-        eprintln!("goclaw: cannot set up logging: {e}");
-        return ExitCode::FAILURE;
-    }
+    let logs = match goclaw::init_logging(config.log_level, config.state_dir.as_deref(), LogLimits::default()) {
+        Ok(logs) => logs,
+        Err(e) => {
+            eprintln!("goclaw: cannot set up logging: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
     // Installed before the gateway starts, so no signal finds the default
     // action. The first signal asks for a graceful shutdown; the second
     // means "now".
@@ -58,13 +61,15 @@ fn serve(config: Config) -> ExitCode {
     let gateway = match Gateway::start(config) {
         Ok(gateway) => gateway,
         Err(e) => {
+            logs.finish();
             eprintln!("goclaw: {e}");
             return ExitCode::FAILURE;
         }
     };
     // recv() only fails if the handler is gone, which it never is.
     let _ = signal.recv();
+    // Logs "shutdown complete" last; finish() puts it in the file and closes it.
     gateway.shutdown();
-    log::logger().flush();
+    logs.finish();
     ExitCode::SUCCESS
 }
