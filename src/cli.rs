@@ -21,6 +21,11 @@ pub enum Command {
     Help(String),
     /// Print the version on stdout and exit 0.
     Version,
+    /// Probe a health URL; exit 0 if it answers 200, else 1.
+    Healthcheck {
+        /// `http://HOST:PORT/PATH` to probe.
+        url: String,
+    },
 }
 
 /// One `serve` flag: its name, the placeholder for its value, the default
@@ -119,6 +124,7 @@ where
         "-h" | "--help" | "help" => Ok(Command::Help(top_help())),
         "-V" | "--version" | "version" => Ok(Command::Version),
         "serve" => parse_serve(rest, &env),
+        "healthcheck" => parse_healthcheck(rest, &env),
         other => Err(ConfigError::new("", format!("unknown command {other:?} (see goclaw --help)"))),
     }
 }
@@ -153,6 +159,54 @@ where
     }
     let lookup = Lookup { given: &given, env };
     build_config(&lookup).map(|config| Command::Serve(Box::new(config)))
+}
+
+/// `goclaw healthcheck [--url URL]`. The default URL follows
+/// `GOCLAW_METRICS_LISTEN` (an unspecified address probes loopback), so in
+/// the container image the bare command checks the running gateway.
+fn parse_healthcheck<F>(args: &[String], env: &F) -> Result<Command, ConfigError>
+where
+    F: Fn(&str) -> Option<String>,
+{
+    let mut url = None;
+    let mut args = args.iter();
+    while let Some(arg) = args.next() {
+        match arg.split_once('=') {
+            _ if arg == "-h" || arg == "--help" => return Ok(Command::Help(healthcheck_help())),
+            Some(("--url", value)) => url = Some(value.to_string()),
+            None if arg == "--url" => {
+                url = Some(args.next().cloned().ok_or_else(|| ConfigError::new("--url", "missing value"))?);
+            }
+            _ => {
+                return Err(ConfigError::new(
+                    "",
+                    format!("unexpected argument {arg:?} (see goclaw healthcheck --help)"),
+                ));
+            }
+        }
+    }
+    let url = match url {
+        Some(url) => url,
+        None => {
+            let listen = match env("GOCLAW_METRICS_LISTEN").filter(|v| !v.is_empty()) {
+                Some(value) => config::parse_addr("GOCLAW_METRICS_LISTEN", &value)?,
+                None => Config::default().metrics_listen,
+            };
+            format!("http://{}/healthz", crate::status::loopback(listen))
+        }
+    };
+    if !url.starts_with("http://") {
+        return Err(ConfigError::new("--url", format!("{url:?}: expected http://HOST:PORT/PATH")));
+    }
+    Ok(Command::Healthcheck { url })
+}
+
+fn healthcheck_help() -> String {
+    "usage: goclaw healthcheck [--url http://HOST:PORT/PATH]\n\n\
+     Probes the gateway's /healthz (default: http://127.0.0.1:18790/healthz, or the port of\n\
+     GOCLAW_METRICS_LISTEN) and exits 0 if it answers 200, 1 otherwise. For Docker's\n\
+     HEALTHCHECK and for scripts; needs no shell and no curl.\n"
+        .to_string()
 }
 
 /// Where a value came from, for error messages: the flag or the variable.
@@ -309,6 +363,7 @@ fn top_help() -> String {
     format!(
         "goclaw {} — a small WebSocket gateway between nodes and operators\n\n\
          usage:\n  goclaw serve [FLAGS]   run the gateway (goclaw serve --help lists the flags)\n  \
+         goclaw healthcheck     probe a running gateway's /healthz (exit 0 or 1)\n  \
          goclaw --version       print the version\n  goclaw --help          print this text\n",
         env!("CARGO_PKG_VERSION")
     )

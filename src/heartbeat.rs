@@ -1,7 +1,8 @@
 //! The heartbeat thread: the gateway's one timer. Pings and ticks every
 //! client, times out invokes, flushes backlogged outboxes and cuts those
 //! stalled past `--write-wait`, enforces close deadlines, evicts idle rate
-//! buckets and joins finished connection threads.
+//! buckets, joins finished connection threads, and keeps systemd's watchdog
+//! and status line current.
 //!
 //! It serves everybody, so it never blocks on a client: every send is a
 //! non-blocking outbox send, and a client that cannot take a frame is
@@ -32,6 +33,9 @@ pub fn run(shared: Arc<Shared>) {
     let mut next_ping = start + config.ping_period;
     let mut next_tick = start + config.tick_interval;
     let mut next_sweep = start + SWEEP_EVERY;
+    let watchdog = shared.notifier.watchdog_interval();
+    let mut next_watchdog = watchdog.map(|interval| start + interval);
+    let mut reported_active = 0;
     let ping = outbox::control_frame(outbox::OP_PING, b"");
     let mut clients: Vec<Arc<Conn>> = Vec::new();
     let mut backlog: Vec<Arc<Conn>> = Vec::new();
@@ -69,9 +73,26 @@ pub fn run(shared: Arc<Shared>) {
             next_sweep = now + SWEEP_EVERY;
             shared.limiter.evict_idle(now);
             shared.threads.reap();
+            let active = shared.slots.active();
+            if active != reported_active && live {
+                reported_active = active;
+                let (clients, nodes) = shared.hub.counts();
+                shared.notifier.notify(&format!("STATUS={active} connections, {clients} clients, {nodes} nodes"));
+            }
+        }
+        // Sent from this thread on purpose: if the heartbeat wedges, systemd
+        // stops hearing from us and restarts the gateway.
+        if let (Some(interval), Some(due)) = (watchdog, next_watchdog)
+            && now >= due
+        {
+            shared.notifier.notify("WATCHDOG=1");
+            next_watchdog = Some(now + interval);
         }
 
         let mut wake_at = next_ping.min(next_tick).min(next_sweep);
+        if let Some(due) = next_watchdog {
+            wake_at = wake_at.min(due);
+        }
         if let Some(deadline) = shared.hub.next_deadline() {
             wake_at = wake_at.min(deadline);
         }

@@ -1,6 +1,7 @@
 //! The `goclaw` binary: parses the command line, runs the gateway until
 //! SIGINT or SIGTERM, shuts it down in order and exits 0. A second signal
 //! exits 130 at once. Bad input exits 2, a failed start 1, each with one line.
+//! `goclaw healthcheck` probes a running gateway and exits 0 or 1.
 
 #![forbid(unsafe_code)]
 
@@ -8,7 +9,13 @@ use std::process::ExitCode;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc;
 
+use std::time::Duration;
+
 use goclaw::{Command, Config, Gateway, LogLimits};
+
+/// Everything `goclaw healthcheck` does must fit in this (Docker's default
+/// HEALTHCHECK timeout is 30 s; ours uses 5 s).
+const HEALTHCHECK_TIMEOUT: Duration = Duration::from_secs(3);
 
 fn main() -> ExitCode {
     let args: Result<Vec<String>, _> = std::env::args_os().skip(1).map(|a| a.into_string()).collect();
@@ -26,6 +33,13 @@ fn main() -> ExitCode {
             ExitCode::SUCCESS
         }
         Ok(Command::Serve(config)) => serve(*config),
+        Ok(Command::Healthcheck { url }) => match goclaw::probe_health(&url, HEALTHCHECK_TIMEOUT) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(why) => {
+                eprintln!("goclaw: unhealthy: {why}");
+                ExitCode::FAILURE
+            }
+        },
         Err(e) => {
             eprintln!("goclaw: {e}");
             ExitCode::from(2)

@@ -121,6 +121,7 @@ impl Gateway {
                 .map_err(StartError::Thread)?,
         );
         info!(addr:% = local_addr, metrics_addr:% = status_addr, version = env!("CARGO_PKG_VERSION"); "listening");
+        shared.notifier.notify(&format!("READY=1\nSTATUS=listening on {local_addr}, 0 connections"));
         Ok(gateway)
     }
 
@@ -163,7 +164,9 @@ impl Gateway {
     fn stop(&mut self) -> ShutdownReport {
         let shared = &self.shared;
         shared.begin_draining();
-        info!(active = shared.slots.active(); "shutting down");
+        let active = shared.slots.active();
+        shared.notifier.notify(&format!("STOPPING=1\nSTATUS=shutting down, {active} connections"));
+        info!(active = active; "shutting down");
         if let Some(accept) = self.accept.take() {
             wake_accept(shared.local_addr);
             let _ = accept.join();

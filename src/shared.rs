@@ -17,6 +17,7 @@ use tungstenite::protocol::WebSocketConfig;
 use crate::config::Config;
 use crate::hub::{Conn, Hub, Pending};
 use crate::metrics::{Direction, ErrorType, InvokeOutcome, Metrics, MsgType};
+use crate::notify::Notifier;
 use crate::outbox::{SendError, Sent, TextFrame};
 use crate::protocol::{self, ErrorCode, Failure};
 use crate::ratelimit::{IpLimiter, Rate};
@@ -77,6 +78,8 @@ pub struct Shared {
     pub local_addr: SocketAddr,
     /// Process start, for `uptimeMs`.
     pub started: Instant,
+    /// systemd's notify socket (`READY=1`, `STATUS=`, `WATCHDOG=1`, `STOPPING=1`).
+    pub notifier: Notifier,
     draining: AtomicBool,
     next_key: AtomicU64,
 }
@@ -108,6 +111,7 @@ impl Shared {
             queue_limit_bytes: max + QUEUE_SLACK_BYTES,
             local_addr,
             started: Instant::now(),
+            notifier: Notifier::from_env(),
             draining: AtomicBool::new(false),
             next_key: AtomicU64::new(1),
             config,

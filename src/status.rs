@@ -260,6 +260,37 @@ fn parse_request_line(head: &[u8]) -> Result<Option<(RequestLine, usize)>, Refus
     }
 }
 
+/// Probes a health URL (`http://HOST:PORT/PATH`) the way `goclaw
+/// healthcheck` does: one GET, `timeout` for everything, healthy on 200.
+/// For Docker's `HEALTHCHECK`, where the image has no shell or curl.
+///
+/// # Errors
+/// Why it is not healthy: a bad URL, no connection, a timeout, or the
+/// status line that came back.
+pub fn probe(url: &str, timeout: Duration) -> Result<(), String> {
+    let rest = url.strip_prefix("http://").ok_or_else(|| format!("{url}: only http:// URLs are supported"))?;
+    let (authority, path) = match rest.find('/') {
+        Some(i) => rest.split_at(i),
+        None => (rest, "/healthz"),
+    };
+    let addr = crate::config::parse_addr("--url", authority).map_err(|e| e.to_string())?;
+    let stream = TcpStream::connect_timeout(&addr, timeout).map_err(|e| format!("{addr}: {e}"))?;
+    stream
+        .set_read_timeout(Some(timeout))
+        .and_then(|()| stream.set_write_timeout(Some(timeout)))
+        .map_err(|e| e.to_string())?;
+    let request = format!("GET {path} HTTP/1.1\r\nHost: {authority}\r\nConnection: close\r\n\r\n");
+    (&stream).write_all(request.as_bytes()).map_err(|e| format!("{addr}: {e}"))?;
+    let mut head = Vec::new();
+    (&stream).take(1024).read_to_end(&mut head).map_err(|e| format!("{addr}: {e}"))?;
+    let head = String::from_utf8_lossy(&head);
+    let status = head.lines().next().unwrap_or_default();
+    match status.split_whitespace().nth(1) {
+        Some("200") => Ok(()),
+        _ => Err(format!("{url}: {}", if status.is_empty() { "no answer" } else { status })),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

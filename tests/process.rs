@@ -240,3 +240,80 @@ fn an_independent_client_can_do_a_full_round_trip_against_the_binary() {
     );
     assert_eq!(recv_res(&mut op, "1")["payload"], json!({"y": 2}));
 }
+
+/// Datagrams the binary sent to our notify socket within `limit`, until
+/// `done` says enough.
+fn notifications(
+    socket: &std::os::unix::net::UnixDatagram,
+    limit: Duration,
+    done: impl Fn(&[String]) -> bool,
+) -> Vec<String> {
+    let until = Instant::now() + limit;
+    let mut got = Vec::new();
+    let mut buf = [0u8; 512];
+    while !done(&got) {
+        let left = until.saturating_duration_since(Instant::now());
+        assert!(!left.is_zero(), "only got {got:?}");
+        socket.set_read_timeout(Some(left)).unwrap();
+        if let Ok(n) = socket.recv(&mut buf) {
+            got.push(String::from_utf8_lossy(&buf[..n]).into_owned());
+        }
+    }
+    got
+}
+
+#[test]
+fn tells_systemd_ready_status_watchdog_and_stopping() {
+    let dir = std::env::temp_dir().join(format!("goclaw-sd-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("notify");
+    let _ = std::fs::remove_file(&path);
+    let socket = std::os::unix::net::UnixDatagram::bind(&path).unwrap();
+    let mut command =
+        goclaw(&["serve", "--listen", "127.0.0.1:0", "--metrics-listen", "127.0.0.1:0", "--token", TOKEN]);
+    command.args(["--shutdown-timeout", "500ms"]);
+    // A watchdog of 300 ms: the heartbeat must ping every 150 ms.
+    command.env("NOTIFY_SOCKET", &path).env("WATCHDOG_USEC", "300000");
+    let mut running = Running::start(command);
+
+    let first = notifications(&socket, READ_LIMIT, |got| !got.is_empty());
+    assert!(first[0].starts_with("READY=1\nSTATUS=listening on 127.0.0.1:"), "{first:?}");
+    let started = Instant::now();
+    let pings = notifications(&socket, READ_LIMIT, |got| got.iter().filter(|m| *m == "WATCHDOG=1").count() >= 4);
+    assert!(started.elapsed() < Duration::from_secs(2), "four pings took {:?}", started.elapsed());
+    assert!(pings.iter().all(|m| m == "WATCHDOG=1"), "{pings:?}");
+
+    let _op = operator(running.addr);
+    let status = notifications(&socket, READ_LIMIT, |got| got.iter().any(|m| m.starts_with("STATUS=1 connections")));
+    assert!(status.iter().any(|m| m == "STATUS=1 connections, 1 clients, 0 nodes"), "{status:?}");
+
+    running.signal(Signal::SIGTERM);
+    let stopping = notifications(&socket, READ_LIMIT, |got| got.iter().any(|m| m.starts_with("STOPPING=1")));
+    assert!(stopping.iter().any(|m| m == "STOPPING=1\nSTATUS=shutting down, 1 connections"), "{stopping:?}");
+    assert_eq!(running.wait(Duration::from_secs(10)), 0);
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn healthcheck_exits_0_against_a_live_gateway_and_1_against_a_dead_port() {
+    let running = serve_with(&[]);
+    let url = format!("http://{}/healthz", running.metrics);
+    let (code, out, err) = run(&["healthcheck", "--url", &url]);
+    assert_eq!((code, out.as_str(), err.as_str()), (0, "", ""));
+    // The default URL follows GOCLAW_METRICS_LISTEN, with 0.0.0.0 probed on loopback.
+    let listen = format!("0.0.0.0:{}", running.metrics.port());
+    let out = goclaw(&["healthcheck"]).env("GOCLAW_METRICS_LISTEN", &listen).output().unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    // A path that is not 200 is unhealthy too.
+    let (code, _, err) = run(&["healthcheck", "--url", &format!("http://{}/nope", running.metrics)]);
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("404"), "{err}");
+    drop(running);
+
+    let dead = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
+    let (code, _, err) = run(&["healthcheck", "--url", &format!("http://{dead}/healthz")]);
+    assert_eq!(code, 1);
+    assert!(err.starts_with("goclaw: unhealthy:") && err.lines().count() == 1, "{err}");
+    let (code, _, err) = run(&["healthcheck", "--url", "https://example.com/healthz"]);
+    assert_eq!(code, 2, "{err}");
+}
