@@ -6,8 +6,8 @@
 //! into a heap buffer that is freed once the upgrade is done. [`check_request`]
 //! is a pure function of the bytes read, so it can be fuzzed.
 
-use std::io::ErrorKind;
-use std::net::TcpStream;
+use std::io::{ErrorKind, Read, Write};
+use std::net::{Shutdown, TcpStream};
 use std::time::{Duration, Instant};
 
 use crate::metrics::ErrorType;
@@ -229,6 +229,20 @@ pub fn check_request(head: &[u8], allowed_origins: &[String]) -> Result<Option<U
         }
     }
     Ok(Some(Upgrade { accept: sha1::accept_key(key), head_len }))
+}
+
+/// Answers a refused connection from an accept thread, without blocking
+/// it: reads what already arrived of the request (so closing does not turn
+/// into a reset before the client reads the answer), writes the answer
+/// (small, into an empty send buffer: it fits), then FIN.
+pub fn refuse_now(stream: &TcpStream, refusal: Refusal) {
+    if stream.set_nonblocking(true).is_err() {
+        return;
+    }
+    let mut scratch = [0u8; 1024];
+    let _ = (&*stream).read(&mut scratch);
+    let _ = (&*stream).write_all(refusal.response().as_bytes());
+    let _ = stream.shutdown(Shutdown::Write);
 }
 
 /// The `101 Switching Protocols` response for an accepted upgrade.

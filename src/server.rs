@@ -8,8 +8,8 @@
 //! grace period, cut, every thread joined.
 
 use std::fmt;
-use std::io::{self, Read, Write};
-use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
+use std::io;
+use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::sync::Arc;
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
@@ -19,7 +19,7 @@ use log::{debug, info, warn};
 use crate::config::{Config, ConfigError};
 use crate::conn;
 use crate::heartbeat;
-use crate::http::Refusal;
+use crate::http::{self, Refusal};
 use crate::metrics::{ErrorType, Metrics};
 use crate::net;
 use crate::protocol::ErrorCode;
@@ -224,7 +224,7 @@ fn accept_loop(shared: &Arc<Shared>, listener: &TcpListener) {
         let accepted = listener.accept();
         if shared.is_draining() {
             if let Ok((stream, _)) = accepted {
-                refuse_now(stream, Refusal::ShuttingDown);
+                http::refuse_now(&stream, Refusal::ShuttingDown);
             }
             return;
         }
@@ -248,7 +248,7 @@ fn admit(shared: &Arc<Shared>, stream: TcpStream, addr: SocketAddr) {
             shared.metrics.error(kind);
         }
         debug!(addr:% = addr, refusal:? = refusal; "connection refused");
-        refuse_now(stream, refusal);
+        http::refuse_now(&stream, refusal);
     };
     if let Err(wait) = shared.limiter.check(addr.ip(), accepted) {
         return refuse(stream, Refusal::RateLimited(wait));
@@ -264,20 +264,6 @@ fn admit(shared: &Arc<Shared>, stream: TcpStream, addr: SocketAddr) {
     if let Err(conn) = conn::spawn(shared, stream, addr, accepted) {
         warn!(addr:% = addr, active = shared.slots.active(); "cannot start a connection thread");
         shared.metrics.error(ErrorType::Capacity);
-        let _ = conn.out.stream().set_nonblocking(true);
-        let _ = conn.out.stream().write_all(Refusal::AtCapacity.response().as_bytes());
+        http::refuse_now(conn.out.stream(), Refusal::AtCapacity);
     }
-}
-
-/// Answers a refused connection from the accept thread without blocking:
-/// reads what already arrived of the request (so closing does not reset the
-/// connection before the client reads our answer), writes the answer, FIN.
-fn refuse_now(stream: TcpStream, refusal: Refusal) {
-    if stream.set_nonblocking(true).is_err() {
-        return;
-    }
-    let mut scratch = [0u8; 1024];
-    let _ = (&stream).read(&mut scratch);
-    let _ = (&stream).write_all(refusal.response().as_bytes());
-    let _ = stream.shutdown(Shutdown::Write);
 }

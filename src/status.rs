@@ -133,7 +133,7 @@ fn accept_loop(shared: &Arc<Shared>, listener: &TcpListener, stop: &AtomicBool, 
         };
         if !conns.slots.try_acquire() {
             shared.metrics.error(ErrorType::Capacity);
-            refuse_now(&stream, Refusal::AtCapacity);
+            http::refuse_now(&stream, Refusal::AtCapacity);
             continue;
         }
         next_key += 1;
@@ -147,8 +147,11 @@ fn accept_loop(shared: &Arc<Shared>, listener: &TcpListener, stop: &AtomicBool, 
         });
         match spawned {
             Ok(handle) => conns.threads.insert(key, handle),
-            // The closure, with its guard, was dropped: slot and socket released.
-            Err(e) => warn!(error:% = e; "metrics listener: cannot start a connection thread"),
+            Err(e) => {
+                // The closure never ran, so its guard never existed.
+                conns.release(key);
+                warn!(error:% = e; "metrics listener: cannot start a connection thread");
+            }
         }
     }
 }
@@ -161,20 +164,16 @@ struct SlotGuard<'a> {
 
 impl Drop for SlotGuard<'_> {
     fn drop(&mut self) {
-        self.conns.sockets.lock().retain(|(key, _)| *key != self.key);
-        self.conns.slots.release();
+        self.conns.release(self.key);
         self.conns.threads.finished(self.key);
     }
 }
 
-/// Answers from the accept thread without blocking it: the answer is tiny
-/// and the socket fresh, so the kernel takes it whole.
-fn refuse_now(stream: &TcpStream, refusal: Refusal) {
-    if stream.set_nonblocking(true).is_ok() {
-        let mut scratch = [0u8; 1024];
-        let _ = (&*stream).read(&mut scratch);
-        let _ = (&*stream).write_all(refusal.response().as_bytes());
-        let _ = stream.shutdown(Shutdown::Write);
+impl Conns {
+    /// Gives back a connection's slot and forgets its socket.
+    fn release(&self, key: u64) {
+        self.sockets.lock().retain(|(k, _)| *k != key);
+        self.slots.release();
     }
 }
 
@@ -206,7 +205,8 @@ fn serve(shared: &Shared, stream: &TcpStream) {
             return;
         }
     };
-    let mut response = Response::new(StatusCode(status), Vec::new(), Cursor::new(body.clone()), Some(body.len()), None)
+    let len = body.len();
+    let mut response = Response::new(StatusCode(status), Vec::new(), Cursor::new(body), Some(len), None)
         // Content-Length, never chunked: the body is already complete.
         .with_chunked_threshold(usize::MAX);
     let allow = if status == 405 { Some(("Allow", "GET, HEAD")) } else { None };
