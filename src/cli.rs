@@ -280,6 +280,7 @@ fn build_config<F: Fn(&str) -> Option<String>>(lookup: &Lookup<'_, F>) -> Result
         tick_interval: lookup.parsed("--tick-interval", d.tick_interval, config::parse_duration)?,
         shutdown_timeout: lookup.parsed("--shutdown-timeout", d.shutdown_timeout, config::parse_duration)?,
         allowed_origins,
+        echo: false,
     };
     config.validate()?;
     Ok(config)

@@ -78,6 +78,11 @@ pub struct Config {
     /// Browser origins allowed to connect (`--allowed-origin`, repeatable).
     /// Empty: any origin. Requests without `Origin` are always allowed.
     pub allowed_origins: Vec<String>,
+    /// Echo server mode, for `examples/echo.rs` and the benchmark: after the
+    /// upgrade every text or binary message is sent back, with the same
+    /// limits, heartbeat and write path as the gateway; no protocol, no
+    /// ticks. Not a flag (default false).
+    pub echo: bool,
 }
 
 impl Default for Config {
@@ -103,6 +108,7 @@ impl Default for Config {
             tick_interval: Duration::from_secs(15),
             shutdown_timeout: Duration::from_secs(5),
             allowed_origins: Vec::new(),
+            echo: false,
         }
     }
 }
@@ -131,6 +137,7 @@ impl fmt::Debug for Config {
             .field("tick_interval", &self.tick_interval)
             .field("shutdown_timeout", &self.shutdown_timeout)
             .field("allowed_origins", &self.allowed_origins)
+            .field("echo", &self.echo)
             .finish()
     }
 }

@@ -154,11 +154,12 @@ struct Transport {
     shared: Arc<Shared>,
     conn: Arc<Conn>,
     deadline: Instant,
+    timer: net::ReadTimer,
 }
 
 impl Read for Transport {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        net::read_before(self.conn.out.stream(), buf, self.deadline)
+        self.timer.read(self.conn.out.stream(), buf, self.deadline)
     }
 }
 
@@ -194,10 +195,14 @@ fn session(shared: &Arc<Shared>, conn: &Arc<Conn>, guard: &mut ConnGuard) -> End
         Ok(tail) => tail,
         Err(end) => return end,
     };
-    let transport = Transport { shared: shared.clone(), conn: conn.clone(), deadline };
+    let transport =
+        Transport { shared: shared.clone(), conn: conn.clone(), deadline, timer: net::ReadTimer::default() };
     let mut ws = WebSocket::from_partially_read(transport, tail, WsRole::Server, Some(shared.ws_config));
     if shared.hub.mark_upgraded(conn).is_err() {
         return close_for_shutdown(shared, conn, &mut ws);
+    }
+    if shared.config.echo {
+        return echo(shared, conn, &mut ws);
     }
     let challenge = format!(r#"{{"nonce":"{}","ts":{}}}"#, Uuid::new_v4(), unix_ms());
     shared.send_event(conn, &protocol::event_prefix("connect.challenge", &challenge));
@@ -236,6 +241,7 @@ fn session(shared: &Arc<Shared>, conn: &Arc<Conn>, guard: &mut ConnGuard) -> End
 }
 
 /// Reads and answers the HTTP upgrade; returns bytes that followed it.
+#[inline(never)]
 fn upgrade(shared: &Shared, conn: &Conn, deadline: Instant) -> Result<Vec<u8>, End> {
     let stream = conn.out.stream();
     let refuse = |refusal: Refusal| {
@@ -266,6 +272,7 @@ fn upgrade(shared: &Shared, conn: &Conn, deadline: Instant) -> Result<Vec<u8>, E
 
 /// Waits for the `connect` request and validates it; refusals are answered
 /// with an error and a close 1008.
+#[inline(never)]
 fn await_connect(shared: &Arc<Shared>, conn: &Arc<Conn>, ws: &mut Ws) -> Result<(String, Connect), End> {
     let text = loop {
         let message = ws.read().map_err(|e| fail(shared, conn, e, "handshake timeout"))?;
@@ -313,6 +320,7 @@ fn await_connect(shared: &Arc<Shared>, conn: &Arc<Conn>, ws: &mut Ws) -> Result<
 }
 
 /// Handles a non-text message; `Some` when the connection must end.
+#[inline(never)]
 fn control(shared: &Shared, conn: &Arc<Conn>, ws: &mut Ws, message: Message) -> Option<End> {
     let metrics = &shared.metrics;
     match message {
@@ -357,6 +365,7 @@ fn closed_by_client(conn: &Conn, frame: Option<&CloseFrame>) -> End {
 /// Maps a read error to how the connection ends, sending the close code of
 /// RFC 6455 §7.4.1 where one applies. `timeout` names the deadline that
 /// applies in this phase.
+#[inline(never)]
 fn fail(shared: &Shared, conn: &Arc<Conn>, error: WsError, timeout: &'static str) -> End {
     let metrics = &shared.metrics;
     let close = |code: u16, reason: &str, kind: ErrorType, why: &'static str| {
@@ -400,6 +409,7 @@ fn fail(shared: &Shared, conn: &Arc<Conn>, error: WsError, timeout: &'static str
 
 /// After we sent a close frame: reads until the client's close arrives,
 /// ignoring everything else, for at most [`CLOSE_REPLY_WAIT`].
+#[inline(never)]
 fn await_close_reply(ws: &mut Ws, end: End) -> End {
     let until = Instant::now() + CLOSE_REPLY_WAIT;
     ws.get_mut().deadline = ws.get_ref().deadline.min(until);
@@ -412,6 +422,7 @@ fn await_close_reply(ws: &mut Ws, end: End) -> End {
 }
 
 /// Closes the node connection a new one displaced, failing its invokes.
+#[inline(never)]
 fn displace(shared: &Shared, replaced: Replaced, node_id: &str) {
     let Replaced { old, failed } = replaced;
     for pending in failed {
@@ -422,8 +433,41 @@ fn displace(shared: &Shared, replaced: Replaced, node_id: &str) {
     shared.close_from_elsewhere(&old, code::REPLACED, "replaced");
 }
 
+/// Echo mode: every text or binary message goes back as it came, through
+/// the same outbox, deadlines and limits as the gateway's requests.
+#[inline(never)]
+fn echo(shared: &Arc<Shared>, conn: &Arc<Conn>, ws: &mut Ws) -> End {
+    // Registered like an operator, so the heartbeat pings it and shutdown reaches it.
+    if shared.hub.join_operator(conn).is_err() {
+        return close_for_shutdown(shared, conn, ws);
+    }
+    let pong_wait = shared.config.pong_wait;
+    loop {
+        ws.get_mut().deadline = Instant::now() + pong_wait;
+        let message = match ws.read() {
+            Ok(message) => message,
+            Err(e) => return fail(shared, conn, e, "pong timeout"),
+        };
+        let (opcode, payload, kind_in, kind_out) = match &message {
+            Message::Text(text) => (outbox::OP_TEXT, text.as_bytes(), MsgType::Req, MsgType::Res),
+            Message::Binary(data) => (outbox::OP_BINARY, &data[..], MsgType::Binary, MsgType::Binary),
+            _ => {
+                if let Some(end) = control(shared, conn, ws, message) {
+                    return end;
+                }
+                continue;
+            }
+        };
+        shared.metrics.message(Direction::In, kind_in);
+        let mut frame = outbox::DataFrame::with_capacity(opcode, payload.len());
+        frame.body().extend_from_slice(payload);
+        shared.send(conn, frame.finish(), kind_out);
+    }
+}
+
 /// Delivers the `shutdown` event and close 1001 to a connection that missed
 /// the shutdown path's snapshot (it registered just too late).
+#[inline(never)]
 fn close_for_shutdown(shared: &Arc<Shared>, conn: &Arc<Conn>, ws: &mut Ws) -> End {
     shared.send_event(conn, &shutdown_event());
     shared.close(conn, code::GOING_AWAY, "server shutting down");
@@ -436,6 +480,7 @@ pub fn shutdown_event() -> Vec<u8> {
 }
 
 /// The `hello-ok` payload.
+#[inline(never)]
 fn hello_ok(shared: &Shared, conn: &Conn) -> String {
     let quoted = |list: &[&str]| list.iter().map(|s| protocol::json_str(s)).collect::<Vec<_>>().join(",");
     let config = &shared.config;
@@ -472,6 +517,7 @@ impl<'a> Session<'a> {
         Session { shared, conn, role, node_id, rate, bucket, flood_since: None, last_limited: None }
     }
 
+    #[inline(never)]
     fn serve(&mut self, ws: &mut Ws) -> End {
         let pong_wait = self.shared.config.pong_wait;
         loop {
@@ -513,6 +559,7 @@ impl<'a> Session<'a> {
     }
 
     /// Handles one text message; `Some` when the connection must end.
+    #[inline(never)]
     fn request(&mut self, ws: &mut Ws, text: &str) -> Option<End> {
         let shared = self.shared;
         let parsed = protocol::parse_request(text);
@@ -594,6 +641,7 @@ impl<'a> Session<'a> {
 
     /// Routes a `node.invoke`; the response comes later, from whoever
     /// finishes it (the node's result, the heartbeat's timeout, ...).
+    #[inline(never)]
     fn invoke(&mut self, request: &Request<'_>) -> Option<End> {
         let shared = self.shared;
         let invoke = match protocol::parse_invoke(request.params) {
@@ -631,6 +679,7 @@ impl<'a> Session<'a> {
     }
 
     /// Takes a node's `node.invoke.result` and answers the operator.
+    #[inline(never)]
     fn result(&mut self, request: &Request<'_>) -> Result<String, Failure> {
         let result = protocol::parse_result(request.params)?;
         let node_id = self.node_id.as_deref().unwrap_or_default();

@@ -55,7 +55,7 @@ pub fn run(shared: Arc<Shared>) {
         }
         if now >= next_tick {
             next_tick = now + config.tick_interval;
-            if live {
+            if live && !config.echo {
                 let tick = protocol::event_prefix("tick", &format!(r#"{{"ts":{}}}"#, unix_ms()));
                 shared.hub.clients(&mut clients);
                 for client in &clients {

@@ -135,6 +135,7 @@ pub fn read_upgrade(
 ///
 /// # Errors
 /// See [`HandshakeError`].
+#[inline(never)]
 pub fn read_head<T>(
     stream: &TcpStream,
     deadline: Instant,
@@ -142,6 +143,7 @@ pub fn read_head<T>(
 ) -> Result<(T, Vec<u8>), HandshakeError> {
     let mut buf = vec![0u8; INITIAL_HEAD_BYTES];
     let mut filled = 0;
+    let mut timer = net::ReadTimer::default();
     loop {
         if filled == buf.len() {
             if buf.len() >= MAX_HEAD_BYTES {
@@ -149,7 +151,7 @@ pub fn read_head<T>(
             }
             buf.resize((buf.len() * 2).min(MAX_HEAD_BYTES), 0);
         }
-        let n = match net::read_before(stream, &mut buf[filled..], deadline) {
+        let n = match timer.read(stream, &mut buf[filled..], deadline) {
             Ok(0) => return Err(HandshakeError::Closed),
             Ok(n) => n,
             Err(e) if e.kind() == ErrorKind::TimedOut => return Err(HandshakeError::Timeout),
@@ -172,8 +174,11 @@ pub fn read_head<T>(
 ///
 /// # Errors
 /// The [`Refusal`] to answer with.
+#[inline(never)]
 pub fn check_request(head: &[u8], allowed_origins: &[String]) -> Result<Option<Upgrade>, Refusal> {
-    let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+    // On the heap: a kilobyte on a connection thread's stack would stay
+    // resident for the connection's whole life.
+    let mut headers = vec![httparse::EMPTY_HEADER; MAX_HEADERS];
     let mut request = httparse::Request::new(&mut headers);
     let head_len = match request.parse(head) {
         Ok(httparse::Status::Complete(len)) => len,

@@ -42,6 +42,10 @@ pub const LOG_FILE_NAME: &str = "goclaw.log";
 /// Lines waiting for the writer thread. Past it, lines are dropped (and
 /// counted) rather than making a connection thread wait for the disk.
 const QUEUE_LINES: usize = 4096;
+/// Pause between two batches of the writer thread.
+const BATCH_PAUSE: Duration = Duration::from_millis(20);
+/// Largest batch written at once; whole lines only.
+const BATCH_BYTES: usize = 64 * 1024;
 /// How often the writer checks for backups past their age.
 const PRUNE_EVERY: Duration = Duration::from_secs(3600);
 
@@ -281,10 +285,24 @@ impl<'kvs> VisitSource<'kvs> for JsonFields<'_> {
 
 /// The writer thread: lines from the queue into the file until an empty
 /// line (the shutdown signal) or the queue closes.
+///
+/// It takes what is queued in batches and pauses between them, so a burst
+/// of connections costs one wake-up and one write per [`BATCH_PAUSE`]
+/// rather than a futex wake and a context switch per line.
 fn write_lines(mut json: JsonLog, lines: &Receiver<Vec<u8>>, dropped: &AtomicU64) {
-    while let Ok(line) = lines.recv() {
-        if line.is_empty() {
-            break;
+    let mut batch = Vec::with_capacity(16 * 1024);
+    let mut stopping = false;
+    while !stopping {
+        // Block for the first line, then take whatever else is waiting.
+        let Ok(first) = lines.recv() else { break };
+        let mut next = Some(first);
+        while let Some(line) = next {
+            if line.is_empty() {
+                stopping = true;
+                break;
+            }
+            batch.extend_from_slice(&line);
+            next = if batch.len() < BATCH_BYTES { lines.try_recv().ok() } else { None };
         }
         let lost = dropped.swap(0, Relaxed);
         if lost > 0 {
@@ -293,9 +311,9 @@ fn write_lines(mut json: JsonLog, lines: &Receiver<Vec<u8>>, dropped: &AtomicU64
                  \"target\":\"goclaw::logging\",\"dropped\":{lost}}}\n",
                 chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
             );
-            let _ = json.write_line(note.as_bytes());
+            batch.extend_from_slice(note.as_bytes());
         }
-        if let Err(e) = json.write_line(&line) {
+        if let Err(e) = json.write_line(&batch) {
             log::warn!(target: "goclaw::logging", error:% = e; "cannot write the log file any more; logging to the console only");
             // Keep draining the queue so nobody notices, but write nothing.
             while let Ok(line) = lines.recv() {
@@ -304,6 +322,10 @@ fn write_lines(mut json: JsonLog, lines: &Receiver<Vec<u8>>, dropped: &AtomicU64
                 }
             }
             return;
+        }
+        batch.clear();
+        if !stopping {
+            thread::sleep(BATCH_PAUSE);
         }
     }
     json.flush();
@@ -347,12 +369,15 @@ impl JsonLog {
         &self.path
     }
 
-    /// Appends one line (which ends in `\n`), rotating first if the file is
-    /// full. A failure reopens the file and tries once more.
+    /// Appends whole lines (each ending in `\n`), rotating first if the file
+    /// is full. A failure reopens the file and tries once more.
     ///
     /// # Errors
     /// The file cannot be written even after reopening it.
     pub fn write_line(&mut self, line: &[u8]) -> io::Result<()> {
+        if line.is_empty() {
+            return Ok(());
+        }
         if self.last_prune.elapsed() >= PRUNE_EVERY {
             self.prune();
         }

@@ -9,7 +9,7 @@
 use std::io::{self, ErrorKind, Read, Write};
 use std::net::{Shutdown, TcpStream};
 use std::os::fd::AsRawFd;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use nix::errno::Errno;
 use nix::sys::socket::{MsgFlags, send, setsockopt, sockopt};
@@ -33,22 +33,49 @@ pub fn configure(stream: &TcpStream, write_wait: std::time::Duration) -> io::Res
     setsockopt(stream, sockopt::SndBuf, &SEND_BUFFER_BYTES).map_err(io::Error::from)
 }
 
-/// Reads into `buf`, failing with `TimedOut` once `deadline` has passed.
-///
-/// # Errors
-/// `TimedOut` at the deadline; any socket error as is. `Ok(0)` is end of
-/// stream.
-pub fn read_before(stream: &TcpStream, buf: &mut [u8], deadline: Instant) -> io::Result<usize> {
-    let left = deadline.saturating_duration_since(Instant::now());
-    if left.is_zero() {
-        return Err(ErrorKind::TimedOut.into());
-    }
-    stream.set_read_timeout(Some(left))?;
-    let mut reader = stream;
-    match reader.read(buf) {
-        // SO_RCVTIMEO expiry surfaces as EAGAIN on Unix; it means the deadline passed.
-        Err(e) if e.kind() == ErrorKind::WouldBlock => Err(ErrorKind::TimedOut.into()),
-        other => other,
+/// How far a read may outlast its deadline: the socket timeout is only
+/// rewritten when it would overshoot by more than this.
+const TIMEOUT_SLACK: Duration = Duration::from_millis(10);
+
+/// Reads against an absolute deadline, rewriting the socket's read timeout
+/// only when needed. After each message the deadline moves forward by the
+/// same amount the timeout already covers, so the common read costs no
+/// `setsockopt`; a partial read (a trickling client) shortens the timeout to
+/// what is left, and a timeout that fired early is simply retried.
+#[derive(Debug, Default)]
+pub struct ReadTimer {
+    /// The `SO_RCVTIMEO` last set on the socket, if any.
+    timeout: Option<Duration>,
+}
+
+impl ReadTimer {
+    /// Reads into `buf`, failing with `TimedOut` once `deadline` has passed.
+    ///
+    /// # Errors
+    /// `TimedOut` at the deadline; any socket error as is. `Ok(0)` is end of
+    /// stream.
+    pub fn read(&mut self, stream: &TcpStream, buf: &mut [u8], deadline: Instant) -> io::Result<usize> {
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return Err(ErrorKind::TimedOut.into());
+            }
+            if self.timeout.is_none_or(|set| set > left + TIMEOUT_SLACK) {
+                stream.set_read_timeout(Some(left))?;
+                self.timeout = Some(left);
+            }
+            let mut reader = stream;
+            match reader.read(buf) {
+                // SO_RCVTIMEO expiry surfaces as EAGAIN on Unix. Before the
+                // deadline it only means the timeout was shorter than the time
+                // left (set for an earlier, tighter deadline): go round again.
+                Err(e) if e.kind() == ErrorKind::WouldBlock => {
+                    self.timeout = None;
+                    continue;
+                }
+                other => return other,
+            }
+        }
     }
 }
 
@@ -87,4 +114,36 @@ pub fn write_all(stream: &TcpStream, buf: &[u8]) -> io::Result<()> {
 /// it. Errors (already closed) are irrelevant here.
 pub fn cut(stream: &TcpStream) {
     let _ = stream.shutdown(Shutdown::Both);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::net::TcpListener;
+    use std::thread;
+
+    #[test]
+    fn a_timeout_left_from_a_tighter_deadline_does_not_end_a_later_read_early() {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let mut client = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+        let (server, _) = listener.accept().unwrap();
+        let mut timer = ReadTimer::default();
+        let mut buf = [0u8; 8];
+        // A read against a 50 ms deadline leaves a 50 ms socket timeout behind.
+        client.write_all(b"a").unwrap();
+        assert_eq!(timer.read(&server, &mut buf, Instant::now() + Duration::from_millis(50)).unwrap(), 1);
+        // A longer deadline does not rewrite it, but the early expiry is retried.
+        let writer = thread::spawn(move || {
+            thread::sleep(Duration::from_millis(150));
+            client.write_all(b"b").unwrap();
+            client
+        });
+        let started = Instant::now();
+        assert_eq!(timer.read(&server, &mut buf, Instant::now() + Duration::from_secs(2)).unwrap(), 1);
+        assert!(started.elapsed() >= Duration::from_millis(140));
+        let _client = writer.join().unwrap();
+        // And the deadline itself still holds.
+        let err = timer.read(&server, &mut buf, Instant::now() + Duration::from_millis(30)).unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::TimedOut);
+    }
 }

@@ -18,12 +18,14 @@ use crate::net;
 
 /// WebSocket opcodes the gateway sends (RFC 6455 §5.2).
 pub const OP_TEXT: u8 = 0x1;
+/// Binary frame opcode (the echo example only: the protocol is text).
+pub const OP_BINARY: u8 = 0x2;
 /// Close frame opcode.
 pub const OP_CLOSE: u8 = 0x8;
 /// Ping frame opcode.
 pub const OP_PING: u8 = 0x9;
 
-/// Room kept in front of a [`TextFrame`] for the longest frame header.
+/// Room kept in front of a [`DataFrame`] for the longest frame header.
 const HEADER_ROOM: usize = 10;
 /// A drained queue bigger than this is freed rather than kept for reuse, so a
 /// burst of output does not pin memory for the rest of a connection's life.
@@ -292,22 +294,28 @@ impl Outbox {
     }
 }
 
-/// A text frame built in place: the JSON body is written after room for the
-/// header, which [`TextFrame::finish`] fills in, so the body is never copied.
+/// A data frame built in place: the body is written after room for the
+/// header, which [`DataFrame::finish`] fills in, so the body is never copied.
 #[derive(Debug)]
-pub struct TextFrame {
+pub struct DataFrame {
+    opcode: u8,
     buf: Vec<u8>,
 }
 
-impl TextFrame {
-    /// An empty frame with room for a small body.
-    pub fn new() -> TextFrame {
-        let mut buf = Vec::with_capacity(256);
-        buf.resize(HEADER_ROOM, 0);
-        TextFrame { buf }
+impl DataFrame {
+    /// An empty text frame with room for a small body.
+    pub fn text() -> DataFrame {
+        DataFrame::with_capacity(OP_TEXT, 256)
     }
 
-    /// The body, to append JSON to.
+    /// An empty frame of `opcode` with room for `capacity` body bytes.
+    pub fn with_capacity(opcode: u8, capacity: usize) -> DataFrame {
+        let mut buf = Vec::with_capacity(HEADER_ROOM + capacity);
+        buf.resize(HEADER_ROOM, 0);
+        DataFrame { opcode, buf }
+    }
+
+    /// The body, to append to.
     pub fn body(&mut self) -> &mut Vec<u8> {
         &mut self.buf
     }
@@ -315,16 +323,10 @@ impl TextFrame {
     /// The finished frame: header and body.
     pub fn finish(&mut self) -> &[u8] {
         let len = self.buf.len() - HEADER_ROOM;
-        let (header, header_len) = frame_header(OP_TEXT, len);
+        let (header, header_len) = frame_header(self.opcode, len);
         let start = HEADER_ROOM - header_len;
         self.buf[start..HEADER_ROOM].copy_from_slice(&header[..header_len]);
         &self.buf[start..]
-    }
-}
-
-impl Default for TextFrame {
-    fn default() -> Self {
-        TextFrame::new()
     }
 }
 

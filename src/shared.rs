@@ -18,7 +18,7 @@ use crate::config::Config;
 use crate::hub::{Conn, Hub, Pending};
 use crate::metrics::{Direction, ErrorType, InvokeOutcome, Metrics, MsgType};
 use crate::notify::Notifier;
-use crate::outbox::{SendError, Sent, TextFrame};
+use crate::outbox::{DataFrame, SendError, Sent};
 use crate::protocol::{self, ErrorCode, Failure};
 use crate::ratelimit::{IpLimiter, Rate};
 
@@ -27,7 +27,7 @@ use crate::ratelimit::{IpLimiter, Rate};
 pub const CLOSE_REPLY_WAIT: Duration = Duration::from_secs(2);
 /// tungstenite's read chunk per connection. Small: most messages are a few
 /// hundred bytes, and this buffer lives as long as the connection.
-const READ_BUFFER_BYTES: usize = 4 * 1024;
+const READ_BUFFER_BYTES: usize = 1024;
 /// Slack above `--max-message-size` in a connection's output queue: room for
 /// events and control frames behind one maximal response.
 const QUEUE_SLACK_BYTES: usize = 64 * 1024;
@@ -180,21 +180,21 @@ impl Shared {
 
     /// Sends a success response.
     pub fn respond_ok(&self, conn: &Arc<Conn>, id: &str, payload: &str) -> bool {
-        let mut frame = TextFrame::new();
+        let mut frame = DataFrame::text();
         protocol::write_ok(frame.body(), id, payload);
         self.send(conn, frame.finish(), MsgType::Res)
     }
 
     /// Sends an error response; `id` is raw JSON (`null` when unknown).
     pub fn respond_error(&self, conn: &Arc<Conn>, id: Option<&str>, failure: &Failure) -> bool {
-        let mut frame = TextFrame::new();
+        let mut frame = DataFrame::text();
         protocol::write_error(frame.body(), id, failure.code.as_str(), &failure.message);
         self.send(conn, frame.finish(), MsgType::Res)
     }
 
     /// Answers a pending invoke (its one response) and records its outcome.
     pub fn answer(&self, pending: Pending, answer: Answer<'_>) {
-        let mut frame = TextFrame::new();
+        let mut frame = DataFrame::text();
         let outcome = match answer {
             Answer::Ok(payload) => {
                 protocol::write_ok(frame.body(), &pending.request_id, payload);

@@ -246,7 +246,7 @@ fn route(shared: &Shared, line: &RequestLine) -> (u16, &'static str, Vec<u8>) {
 
 /// Parses a request head far enough to route it: method and path.
 fn parse_request_line(head: &[u8]) -> Result<Option<(RequestLine, usize)>, Refusal> {
-    let mut headers = [httparse::EMPTY_HEADER; http::MAX_HEADERS];
+    let mut headers = vec![httparse::EMPTY_HEADER; http::MAX_HEADERS];
     let mut request = httparse::Request::new(&mut headers);
     match request.parse(head) {
         Ok(httparse::Status::Complete(len)) => {

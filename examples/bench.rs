@@ -1,0 +1,762 @@
+//! goclaw's benchmark: one command, one table.
+//!
+//!     cargo run --release --example bench                 # the full run (a few minutes)
+//!     cargo run --release --example bench -- --quick      # a smoke run (seconds)
+//!
+//! It builds the release `goclaw` binary and the `echo` example, starts them
+//! as subprocesses, drives them with real WebSocket clients, and in the same
+//! run measures a raw-TCP request/response baseline (a std-only echo server,
+//! this program started with `--raw-echo`), so latency and CPU figures also
+//! come as ratios to raw TCP. Server CPU is the server process's utime+stime
+//! from /proc/PID/stat over a phase, divided by the work done in it. Memory
+//! per connection is (ΔRSS of the gateway + ΔKernelStack from /proc/meminfo)
+//! / N after N authenticated idle nodes. What each row means:
+//! docs/BENCHMARKS.md.
+//!
+//! Options: --connections N (idle nodes for the memory row, default 5000),
+//! --hold N (connections held two ping periods, default 10000),
+//! --round-trips N (per latency run, default 50000), --invokes N (default
+//! 30000), --seconds S (throughput run, default 5), --quick.
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::os::unix::net::UnixDatagram;
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Barrier};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+use tungstenite::{Message, WebSocket};
+
+const TOKEN: &str = "bench-token";
+const MESSAGE_BYTES: usize = 64;
+/// /proc/PID/stat counts CPU in clock ticks of 1/100 s (USER_HZ).
+const MICROS_PER_TICK: f64 = 10_000.0;
+
+struct Options {
+    connections: usize,
+    hold: usize,
+    round_trips: usize,
+    invokes: usize,
+    seconds: u64,
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    if args.first().map(String::as_str) == Some("--raw-echo") {
+        return raw_echo_server();
+    }
+    let options = parse_options(&args);
+    raise_fd_limit();
+    let bins = build();
+    let mut table = Table::default();
+
+    size_row(&mut table, &bins);
+    startup_rows(&mut table, &bins);
+    memory_row(&mut table, &bins, options.connections);
+    hold_row(&mut table, &bins, options.hold);
+    let raw = latency_rows(&mut table, &bins, &options);
+    invoke_rows(&mut table, &bins, &options, raw);
+    table.print();
+}
+
+fn parse_options(args: &[String]) -> Options {
+    let mut options = Options { connections: 5000, hold: 10_000, round_trips: 50_000, invokes: 30_000, seconds: 5 };
+    let mut args = args.iter();
+    while let Some(flag) = args.next() {
+        let mut value = || args.next().and_then(|v| v.parse().ok()).unwrap_or_else(|| usage(flag));
+        match flag.as_str() {
+            "--connections" => options.connections = value(),
+            "--hold" => options.hold = value(),
+            "--round-trips" => options.round_trips = value(),
+            "--invokes" => options.invokes = value(),
+            "--seconds" => options.seconds = value() as u64,
+            "--quick" => {
+                options = Options { connections: 500, hold: 1000, round_trips: 3000, invokes: 2000, seconds: 1 };
+            }
+            _ => usage(flag),
+        }
+    }
+    options
+}
+
+fn usage(flag: &str) -> ! {
+    eprintln!("bench: bad option {flag}; see the comment at the top of examples/bench.rs");
+    std::process::exit(2)
+}
+
+fn raise_fd_limit() {
+    use nix::sys::resource::{Resource, getrlimit, setrlimit};
+    if let Ok((_, hard)) = getrlimit(Resource::RLIMIT_NOFILE) {
+        let _ = setrlimit(Resource::RLIMIT_NOFILE, hard, hard);
+    }
+}
+
+/// Paths of the binaries under test.
+struct Bins {
+    goclaw: std::path::PathBuf,
+    echo: std::path::PathBuf,
+    me: std::path::PathBuf,
+}
+
+fn build() -> Bins {
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    eprintln!("bench: building the release binary and the echo example");
+    let status = Command::new(cargo)
+        .args(["build", "--release", "--locked", "--bin", "goclaw", "--example", "echo"])
+        .status()
+        .expect("cargo runs");
+    assert!(status.success(), "build failed");
+    let me = std::env::current_exe().expect("own path");
+    let examples = me.parent().expect("examples dir").to_path_buf();
+    let release = examples.parent().expect("release dir").to_path_buf();
+    Bins { goclaw: release.join("goclaw"), echo: examples.join("echo"), me }
+}
+
+// ---------- measuring a process ----------
+
+/// utime + stime of a process, in microseconds.
+fn cpu_micros(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).expect("stat");
+    let rest = &stat[stat.rfind(')').expect("comm") + 2..];
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    // Fields 14 and 15 of proc(5); `rest` starts at field 3.
+    let ticks: u64 = fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap();
+    ticks as f64 * MICROS_PER_TICK
+}
+
+fn status_kib(pid: u32, key: &str) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("status");
+    status.lines().find_map(|l| l.strip_prefix(key)).and_then(|v| v.split_whitespace().next()?.parse().ok()).unwrap()
+}
+
+fn kernel_stack_kib() -> u64 {
+    let meminfo = std::fs::read_to_string("/proc/meminfo").expect("meminfo");
+    meminfo
+        .lines()
+        .find_map(|l| l.strip_prefix("KernelStack:"))
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
+        .unwrap()
+}
+
+fn threads(pid: u32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/task")).map(|d| d.count()).unwrap_or(0)
+}
+
+fn fds(pid: u32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/fd")).map(|d| d.count()).unwrap_or(0)
+}
+
+/// A server under test, killed when dropped.
+struct Server {
+    child: Child,
+    addr: SocketAddr,
+    metrics: Option<SocketAddr>,
+}
+
+impl Server {
+    fn pid(&self) -> u32 {
+        self.child.id()
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Starts `program args`, on core 0 only when `pinned`, and reads its
+/// address from the first stderr line that has `addr=`.
+fn spawn(program: &std::path::Path, args: &[&str], pinned: bool) -> Server {
+    let mut command = if pinned {
+        let mut c = Command::new("taskset");
+        c.args(["-c", "0"]).arg(program);
+        c
+    } else {
+        Command::new(program)
+    };
+    let mut child = command.args(args).stderr(Stdio::piped()).stdout(Stdio::null()).spawn().expect("spawn");
+    let mut stderr = child.stderr.take().expect("stderr");
+    let mut line = Vec::new();
+    let mut byte = [0u8; 1];
+    while !(line.ends_with(b"\n") && String::from_utf8_lossy(&line).contains("addr=")) {
+        if line.ends_with(b"\n") {
+            line.clear();
+        }
+        assert_eq!(stderr.read(&mut byte).unwrap_or(0), 1, "server exited: {}", String::from_utf8_lossy(&line));
+        line.push(byte[0]);
+    }
+    // Keep draining stderr so the server never blocks on a full pipe.
+    thread::spawn(move || {
+        let _ = std::io::copy(&mut stderr, &mut std::io::sink());
+    });
+    let line = String::from_utf8_lossy(&line).into_owned();
+    let field = |key: &str| line.split_whitespace().find_map(|w| w.strip_prefix(key)).and_then(|v| v.parse().ok());
+    Server { child, addr: field("addr=").expect("addr"), metrics: field("metrics_addr=") }
+}
+
+fn gateway(bins: &Bins, extra: &[&str], pinned: bool) -> Server {
+    let mut args = vec![
+        "serve",
+        "--listen",
+        "127.0.0.1:0",
+        "--metrics-listen",
+        "127.0.0.1:0",
+        "--token",
+        TOKEN,
+        // The "listening" line, and one line per connect and disconnect, as in production.
+        "--log-level",
+        "info",
+        "--rate-limit",
+        "1000000",
+        "--rate-burst",
+        "1000000",
+        "--message-rate",
+        "1000000",
+        "--message-burst",
+        "1000000",
+        "--max-connections",
+        "15000",
+    ];
+    // Logs go to a throwaway state directory, not the user's.
+    let state = std::env::temp_dir().join(format!("goclaw-bench-state-{}", std::process::id()));
+    let state = state.to_string_lossy().into_owned();
+    args.extend_from_slice(&["--state-dir", &state]);
+    args.extend_from_slice(extra);
+    spawn(&bins.goclaw, &args, pinned)
+}
+
+// ---------- clients ----------
+
+type Ws = WebSocket<TcpStream>;
+
+fn ws_connect(addr: SocketAddr) -> Ws {
+    let stream = TcpStream::connect(addr).expect("connect");
+    stream.set_nodelay(true).expect("nodelay");
+    let (ws, _) = tungstenite::client::client(format!("ws://{addr}/ws"), stream).expect("upgrade");
+    ws
+}
+
+fn recv_json(ws: &mut Ws) -> Value {
+    loop {
+        if let Message::Text(text) = ws.read().expect("read") {
+            return serde_json::from_str(&text).expect("json");
+        }
+    }
+}
+
+fn hello(addr: SocketAddr, role: &str, id: &str, commands: &[&str]) -> Ws {
+    let mut ws = ws_connect(addr);
+    recv_json(&mut ws); // challenge
+    let params = json!({"minProtocol": 3, "maxProtocol": 3, "role": role, "client": {"id": id},
+        "commands": commands, "auth": {"token": TOKEN}});
+    ws.send(Message::text(json!({"type": "req", "id": "c", "method": "connect", "params": params}).to_string()))
+        .expect("send");
+    let res = recv_json(&mut ws);
+    assert_eq!(res["ok"], true, "{res}");
+    ws
+}
+
+/// Answers every invoke request on `node` until the connection ends.
+fn serve_node(mut node: Ws) {
+    while let Ok(message) = node.read() {
+        let Message::Text(text) = message else { continue };
+        let frame: Value = serde_json::from_str(&text).expect("json");
+        if frame["event"] != "node.invoke.request" {
+            continue;
+        }
+        let result = json!({"type": "req", "id": "r", "method": "node.invoke.result",
+            "params": {"id": frame["payload"]["id"], "ok": true, "payload": frame["payload"]["params"]}});
+        if node.send(Message::text(result.to_string())).is_err() {
+            return;
+        }
+    }
+}
+
+/// Pins the calling thread to core 0, or frees it.
+fn pin(on: bool) {
+    use nix::sched::{CpuSet, sched_setaffinity};
+    use nix::unistd::Pid;
+    let mut set = CpuSet::new();
+    let cores = if on { 1 } else { thread::available_parallelism().map_or(1, |n| n.get()) };
+    for core in 0..cores {
+        set.set(core).expect("core");
+    }
+    sched_setaffinity(Pid::from_raw(0), &set).expect("affinity");
+}
+
+// ---------- rows ----------
+
+#[derive(Default)]
+struct Table {
+    rows: Vec<[String; 5]>,
+}
+
+impl Table {
+    fn row(&mut self, what: &str, measured: String, ratio: String, target: &str, met: Option<bool>) {
+        let verdict = match met {
+            Some(true) => "met",
+            Some(false) => "NOT met",
+            None => "",
+        };
+        eprintln!("bench: {what}: {measured}");
+        self.rows.push([what.into(), measured, ratio, target.into(), verdict.into()]);
+    }
+
+    fn print(&self) {
+        println!("| measure | goclaw | ratio to raw TCP | target | |");
+        println!("|---|---|---|---|---|");
+        for [a, b, c, d, e] in &self.rows {
+            println!("| {a} | {b} | {c} | {d} | {e} |");
+        }
+    }
+}
+
+struct Percentiles {
+    p50: Duration,
+    p90: Duration,
+    p99: Duration,
+}
+
+fn percentiles(mut samples: Vec<Duration>) -> Percentiles {
+    samples.sort_unstable();
+    let at = |q: f64| samples[((samples.len() as f64 * q) as usize).min(samples.len() - 1)];
+    Percentiles { p50: at(0.50), p90: at(0.90), p99: at(0.99) }
+}
+
+fn micros(d: Duration) -> f64 {
+    d.as_secs_f64() * 1e6
+}
+
+fn size_row(table: &mut Table, bins: &Bins) {
+    let size = std::fs::metadata(&bins.goclaw).expect("binary").len();
+    table.row(
+        "release binary, stripped (x86_64, glibc, dynamic)",
+        format!("{:.2} MiB ({size} bytes)", size as f64 / 1048576.0),
+        String::new(),
+        "<= 2 MiB static",
+        Some(size <= 2 << 20),
+    );
+    let arm =
+        bins.goclaw.parent().and_then(|r| r.parent()).map(|t| t.join("aarch64-unknown-linux-musl/release/goclaw"));
+    if let Some(size) = arm.and_then(|p| std::fs::metadata(p).ok()).map(|m| m.len()) {
+        table.row(
+            "release binary, stripped, static (aarch64 musl)",
+            format!("{:.2} MiB ({size} bytes)", size as f64 / 1048576.0),
+            String::new(),
+            "<= 2 MiB static",
+            Some(size <= 2 << 20),
+        );
+    }
+}
+
+fn startup_rows(table: &mut Table, bins: &Bins) {
+    let dir = std::env::temp_dir().join(format!("goclaw-bench-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("tmp");
+    let path = dir.join("notify");
+    let mut times = Vec::new();
+    let mut rss = Vec::new();
+    for _ in 0..7 {
+        let _ = std::fs::remove_file(&path);
+        let socket = UnixDatagram::bind(&path).expect("notify socket");
+        socket.set_read_timeout(Some(Duration::from_secs(10))).expect("timeout");
+        let started = Instant::now();
+        let mut child = Command::new(&bins.goclaw)
+            .args(["serve", "--listen", "127.0.0.1:0", "--metrics-listen", "127.0.0.1:0", "--log-level", "warn"])
+            .env("NOTIFY_SOCKET", &path)
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn");
+        let mut buf = [0u8; 256];
+        let n = socket.recv(&mut buf).expect("READY=1");
+        times.push(started.elapsed());
+        assert!(buf[..n].starts_with(b"READY=1"));
+        thread::sleep(Duration::from_millis(300));
+        rss.push(status_kib(child.id(), "VmRSS:"));
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+    times.sort();
+    rss.sort();
+    let ready = times[times.len() / 2];
+    table.row(
+        "start-up to ready (spawn to READY=1, median of 7)",
+        format!("{:.1} ms", ready.as_secs_f64() * 1e3),
+        String::new(),
+        "<= 20 ms",
+        Some(ready <= Duration::from_millis(20)),
+    );
+    let idle = rss[rss.len() / 2];
+    table.row(
+        "idle RSS after start",
+        format!("{:.2} MiB ({idle} KiB)", idle as f64 / 1024.0),
+        String::new(),
+        "<= 2 MiB",
+        Some(idle <= 2048),
+    );
+}
+
+/// Opens `n` authenticated node connections, each with a blocking
+/// handshake, and keeps the sockets (no thread per client).
+fn idle_nodes(addr: SocketAddr, n: usize) -> Vec<TcpStream> {
+    (0..n)
+        .map(|i| {
+            let mut ws = hello(addr, "node", &format!("idle-{i}"), &["echo"]);
+            ws.flush().expect("flush");
+            ws.into_inner()
+        })
+        .collect()
+}
+
+fn memory_row(table: &mut Table, bins: &Bins, n: usize) {
+    // Long ping and tick periods: the connections stay idle.
+    let server = gateway(bins, &["--pong-wait", "10m", "--tick-interval", "10m"], false);
+    thread::sleep(Duration::from_millis(300));
+    let pid = server.pid();
+    let (rss0, kernel0, cpu0) = (status_kib(pid, "VmRSS:"), kernel_stack_kib(), cpu_micros(pid));
+    let sockets = idle_nodes(server.addr, n);
+    let cpu1 = cpu_micros(pid);
+    thread::sleep(Duration::from_millis(500));
+    let (rss1, kernel1) = (status_kib(pid, "VmRSS:"), kernel_stack_kib());
+    let rss_each = (rss1 - rss0) as f64 / n as f64;
+    let kernel_each = kernel1.saturating_sub(kernel0) as f64 / n as f64;
+    let total = rss_each + kernel_each;
+    table.row(
+        &format!("idle authenticated connection, {n} nodes: RSS + kernel stack"),
+        format!("{total:.1} KiB ({rss_each:.1} KiB RSS + {kernel_each:.1} KiB kernel stack)"),
+        String::new(),
+        "<= 24 KiB",
+        Some(total <= 24.0),
+    );
+    let handshake = (cpu1 - cpu0) / n as f64;
+    table.row(
+        "authenticated handshake, server CPU (accept to hello-ok, thread spawn included)",
+        format!("{handshake:.1} µs"),
+        String::new(),
+        "<= 60 µs",
+        Some(handshake <= 60.0),
+    );
+    drop(sockets);
+}
+
+/// Reads every socket without blocking and answers server pings, until
+/// `stop`. Returns how many sockets the server closed.
+fn answer_pings(sockets: &mut [TcpStream], stop: &AtomicBool) -> usize {
+    for socket in sockets.iter() {
+        socket.set_nonblocking(true).expect("nonblocking");
+    }
+    let mut pending: Vec<Vec<u8>> = vec![Vec::new(); sockets.len()];
+    let mut closed = vec![false; sockets.len()];
+    let mut buf = vec![0u8; 4096];
+    while !stop.load(Ordering::Relaxed) {
+        for (i, socket) in sockets.iter_mut().enumerate() {
+            loop {
+                match socket.read(&mut buf) {
+                    Ok(0) => {
+                        closed[i] = true;
+                        break;
+                    }
+                    Ok(n) => pending[i].extend_from_slice(&buf[..n]),
+                    Err(_) => break,
+                }
+            }
+            // Server frames are unmasked: opcode, length, payload.
+            while pending[i].len() >= 2 {
+                let (len, header) = match pending[i][1] & 0x7f {
+                    126 if pending[i].len() >= 4 => {
+                        (usize::from(u16::from_be_bytes([pending[i][2], pending[i][3]])), 4)
+                    }
+                    126 => break,
+                    127 => panic!("no huge frames expected"),
+                    n => (usize::from(n), 2),
+                };
+                if pending[i].len() < header + len {
+                    break;
+                }
+                let frame: Vec<u8> = pending[i].drain(..header + len).collect();
+                match frame[0] & 0x0f {
+                    0x9 => {
+                        let _ = socket.write_all(&masked(0xA, &frame[header..]));
+                    }
+                    0x8 => closed[i] = true,
+                    _ => {}
+                }
+            }
+        }
+        thread::sleep(Duration::from_millis(20));
+    }
+    closed.iter().filter(|&&c| c).count()
+}
+
+/// A client frame: final, masked.
+fn masked(opcode: u8, payload: &[u8]) -> Vec<u8> {
+    let mask = [0x1b, 0x2c, 0x3d, 0x4e];
+    let mut frame = vec![0x80 | opcode, 0x80 | payload.len() as u8];
+    frame.extend_from_slice(&mask);
+    frame.extend(payload.iter().enumerate().map(|(i, b)| b ^ mask[i % 4]));
+    frame
+}
+
+fn hold_row(table: &mut Table, bins: &Bins, n: usize) {
+    let ping = Duration::from_secs(3);
+    let server = gateway(bins, &["--ping-period", "3s", "--pong-wait", "7s", "--tick-interval", "1s"], false);
+    let pid = server.pid();
+    let started = Instant::now();
+    let mut sockets = idle_nodes(server.addr, n);
+    let opened = started.elapsed();
+    let stop = Arc::new(AtomicBool::new(false));
+    let stopper = stop.clone();
+    let hold = thread::spawn(move || {
+        let closed = answer_pings(&mut sockets, &stopper);
+        (closed, sockets)
+    });
+    thread::sleep(ping * 2 + Duration::from_secs(1));
+    let (threads, fds, rss) = (threads(pid), fds(pid), status_kib(pid, "VmRSS:"));
+    let connected = scrape(server.metrics.expect("metrics"), "goclaw_connected_clients");
+    stop.store(true, Ordering::Relaxed);
+    let (closed, sockets) = hold.join().expect("holder");
+    drop(sockets);
+    table.row(
+        &format!("{n} connections held two ping periods (3 s), heartbeats and ticks running"),
+        format!(
+            "{connected} still connected, {closed} dropped; opened in {:.1} s; gateway: {threads} threads, {fds} fds, {:.0} MiB RSS",
+            opened.as_secs_f64(),
+            rss as f64 / 1024.0
+        ),
+        String::new(),
+        "none dropped",
+        Some(closed == 0 && connected == n as f64),
+    );
+}
+
+/// One sample value from a /metrics scrape.
+fn scrape(addr: SocketAddr, name: &str) -> f64 {
+    let mut stream = TcpStream::connect(addr).expect("metrics");
+    stream.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n").expect("request");
+    let mut text = String::new();
+    stream.read_to_string(&mut text).expect("scrape");
+    text.lines()
+        .find_map(|l| l.strip_prefix(name).and_then(|rest| rest.strip_prefix(' ')))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(f64::NAN)
+}
+
+/// Round trips of `message` over `send`/`recv`, timing each.
+fn round_trips(n: usize, mut once: impl FnMut()) -> Vec<Duration> {
+    // Warm up caches, branch predictors and the server's thread.
+    for _ in 0..n / 20 + 10 {
+        once();
+    }
+    (0..n)
+        .map(|_| {
+            let started = Instant::now();
+            once();
+            started.elapsed()
+        })
+        .collect()
+}
+
+fn raw_echo_server() {
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+    eprintln!("raw echo listening addr={}", listener.local_addr().expect("addr"));
+    for stream in listener.incoming().flatten() {
+        thread::spawn(move || {
+            let mut stream = stream;
+            let _ = stream.set_nodelay(true);
+            let mut buf = [0u8; MESSAGE_BYTES];
+            while stream.read_exact(&mut buf).is_ok() {
+                if stream.write_all(&buf).is_err() {
+                    return;
+                }
+            }
+        });
+    }
+}
+
+/// A latency run: p50/p90/p99 and server CPU per round trip.
+struct Run {
+    latency: Percentiles,
+    cpu_micros: f64,
+}
+
+fn run_raw(bins: &Bins, n: usize, pinned: bool) -> Run {
+    let server = spawn(&bins.me, &["--raw-echo"], pinned);
+    pin(pinned);
+    let mut stream = TcpStream::connect(server.addr).expect("connect");
+    stream.set_nodelay(true).expect("nodelay");
+    let message = [7u8; MESSAGE_BYTES];
+    let mut reply = [0u8; MESSAGE_BYTES];
+    let cpu0 = cpu_micros(server.pid());
+    let samples = round_trips(n, || {
+        stream.write_all(&message).expect("write");
+        stream.read_exact(&mut reply).expect("read");
+    });
+    let cpu = (cpu_micros(server.pid()) - cpu0) / (n + n / 20 + 10) as f64;
+    pin(false);
+    Run { latency: percentiles(samples), cpu_micros: cpu }
+}
+
+fn run_echo(bins: &Bins, n: usize, pinned: bool) -> Run {
+    let server = spawn(&bins.echo, &["--listen", "127.0.0.1:0"], pinned);
+    pin(pinned);
+    let mut ws = ws_connect(server.addr);
+    let message = "m".repeat(MESSAGE_BYTES);
+    let cpu0 = cpu_micros(server.pid());
+    let samples = round_trips(n, || {
+        ws.send(Message::text(message.clone())).expect("send");
+        match ws.read().expect("read") {
+            Message::Text(text) => assert_eq!(text.len(), MESSAGE_BYTES),
+            other => panic!("unexpected {other:?}"),
+        }
+    });
+    let cpu = (cpu_micros(server.pid()) - cpu0) / (n + n / 20 + 10) as f64;
+    pin(false);
+    Run { latency: percentiles(samples), cpu_micros: cpu }
+}
+
+fn run_invoke(bins: &Bins, n: usize, pinned: bool) -> Run {
+    let server = gateway(bins, &["--tick-interval", "10m", "--pong-wait", "10m"], pinned);
+    pin(pinned);
+    let node = hello(server.addr, "node", "bench-node", &["echo"]);
+    let responder = thread::spawn(move || {
+        pin(pinned);
+        serve_node(node);
+    });
+    let mut op = hello(server.addr, "operator", "bench-op", &[]);
+    let request = json!({"type": "req", "id": "i", "method": "node.invoke",
+        "params": {"nodeId": "bench-node", "command": "echo", "params": {"n": 1}}})
+    .to_string();
+    let cpu0 = cpu_micros(server.pid());
+    let samples = round_trips(n, || {
+        op.send(Message::text(request.clone())).expect("send");
+        let res = recv_json(&mut op);
+        assert_eq!(res["ok"], true, "{res}");
+    });
+    let cpu = (cpu_micros(server.pid()) - cpu0) / (n + n / 20 + 10) as f64;
+    pin(false);
+    drop(op);
+    drop(server);
+    let _ = responder.join();
+    Run { latency: percentiles(samples), cpu_micros: cpu }
+}
+
+fn latency_text(run: &Run) -> String {
+    let l = &run.latency;
+    format!("p50 {:.1} µs, p90 {:.1}, p99 {:.1}", micros(l.p50), micros(l.p90), micros(l.p99))
+}
+
+/// Raw TCP and echo rows; returns the pinned raw-TCP run for later ratios.
+fn latency_rows(table: &mut Table, bins: &Bins, options: &Options) -> Run {
+    let n = options.round_trips;
+    let raw_pinned = run_raw(bins, n, true);
+    let raw = run_raw(bins, n, false);
+    let echo_pinned = run_echo(bins, n, true);
+    let echo = run_echo(bins, n, false);
+    let ratio = |a: Duration, b: Duration| format!("{:.2}×", a.as_secs_f64() / b.as_secs_f64());
+    table.row("raw TCP, 64-byte round trip, one core", latency_text(&raw_pinned), "1.00×".into(), "baseline", None);
+    table.row("raw TCP, 64-byte round trip, unpinned", latency_text(&raw), "1.00×".into(), "baseline", None);
+    table.row(
+        "raw TCP, server CPU per round trip",
+        format!("{:.2} µs", raw.cpu_micros),
+        "1.00×".into(),
+        "baseline",
+        None,
+    );
+    let p50_ratio = echo_pinned.latency.p50.as_secs_f64() / raw_pinned.latency.p50.as_secs_f64();
+    table.row(
+        "echo example, 64-byte round trip, one core",
+        latency_text(&echo_pinned),
+        ratio(echo_pinned.latency.p50, raw_pinned.latency.p50),
+        "p50 <= 1.2× raw TCP",
+        Some(p50_ratio <= 1.2),
+    );
+    table.row(
+        "echo example, 64-byte round trip, unpinned",
+        latency_text(&echo),
+        ratio(echo.latency.p50, raw.latency.p50),
+        "",
+        None,
+    );
+    table.row(
+        "echo example, server CPU per round trip",
+        format!("{:.2} µs", echo.cpu_micros),
+        format!("{:.2}×", echo.cpu_micros / raw.cpu_micros),
+        "<= 8.6 µs",
+        Some(echo.cpu_micros <= 8.6),
+    );
+    raw_pinned
+}
+
+fn invoke_rows(table: &mut Table, bins: &Bins, options: &Options, raw_pinned: Run) {
+    let pinned = run_invoke(bins, options.invokes, true);
+    let unpinned = run_invoke(bins, options.invokes, false);
+    let ratio = pinned.latency.p50.as_secs_f64() / raw_pinned.latency.p50.as_secs_f64();
+    table.row(
+        "node.invoke round trip (operator → gateway → node → gateway → operator), one core",
+        latency_text(&pinned),
+        format!("{ratio:.2}×"),
+        "p50 <= 2.5× raw TCP",
+        Some(ratio <= 2.5),
+    );
+    table.row("node.invoke round trip, unpinned", latency_text(&unpinned), String::new(), "", None);
+    table.row(
+        "node.invoke, server CPU per invoke",
+        format!("{:.2} µs", unpinned.cpu_micros),
+        String::new(),
+        "<= 20 µs",
+        Some(unpinned.cpu_micros <= 20.0),
+    );
+    let (rate, cpu) = throughput(bins, options.seconds);
+    table.row(
+        "node.invoke throughput, 8 operators × 8 nodes, unpinned",
+        format!("{rate:.0} invokes/s, {cpu:.2} µs server CPU per invoke"),
+        String::new(),
+        "reported",
+        None,
+    );
+}
+
+/// 8 operators, each invoking its own node in a closed loop for `seconds`.
+fn throughput(bins: &Bins, seconds: u64) -> (f64, f64) {
+    let server = gateway(bins, &["--tick-interval", "10m", "--pong-wait", "10m"], false);
+    let pairs = 8;
+    let done = Arc::new(AtomicU64::new(0));
+    let stop = Arc::new(AtomicBool::new(false));
+    let start = Arc::new(Barrier::new(pairs + 1));
+    let mut workers = Vec::new();
+    for i in 0..pairs {
+        let node = hello(server.addr, "node", &format!("tp-node-{i}"), &["echo"]);
+        thread::spawn(move || serve_node(node));
+        let mut op = hello(server.addr, "operator", &format!("tp-op-{i}"), &[]);
+        let (done, stop, start) = (done.clone(), stop.clone(), start.clone());
+        workers.push(thread::spawn(move || {
+            let request = json!({"type": "req", "id": "i", "method": "node.invoke",
+                "params": {"nodeId": format!("tp-node-{i}"), "command": "echo", "params": i}})
+            .to_string();
+            start.wait();
+            while !stop.load(Ordering::Relaxed) {
+                op.send(Message::text(request.clone())).expect("send");
+                recv_json(&mut op);
+                done.fetch_add(1, Ordering::Relaxed);
+            }
+        }));
+    }
+    start.wait();
+    let cpu0 = cpu_micros(server.pid());
+    let count0 = done.load(Ordering::Relaxed);
+    let began = Instant::now();
+    thread::sleep(Duration::from_secs(seconds));
+    let count = done.load(Ordering::Relaxed) - count0;
+    let elapsed = began.elapsed().as_secs_f64();
+    let cpu = cpu_micros(server.pid()) - cpu0;
+    stop.store(true, Ordering::Relaxed);
+    for worker in workers {
+        let _ = worker.join();
+    }
+    (count as f64 / elapsed, cpu / count as f64)
+}
