@@ -3,11 +3,14 @@
 //!     cargo run --release --example bench                 # the full run (a few minutes)
 //!     cargo run --release --example bench -- --quick      # a smoke run (seconds)
 //!
-//! It builds the release `goclaw` binary and the `echo` example, starts them
-//! as subprocesses, drives them with real WebSocket clients, and in the same
-//! run measures a raw-TCP request/response baseline (a std-only echo server,
-//! this program started with `--raw-echo`), so latency and CPU figures also
-//! come as ratios to raw TCP. Server CPU is the server process's utime+stime
+//! It builds the release `goclaw` binary and the `echo` example as shipped
+//! (static, for this machine's musl target; the glibc build is measured
+//! too, for reference), starts them as subprocesses, drives them with real
+//! WebSocket clients, and in the same run measures a raw-TCP
+//! request/response baseline (a std-only echo server, `echo --raw`, linked
+//! like the gateway), so latency and CPU figures also come as ratios to raw
+//! TCP. The same std-only server, one thread per connection, gives the
+//! floor for memory per connection and for accept-plus-spawn CPU. Server CPU is the server process's utime+stime
 //! from /proc/PID/stat over a phase, divided by the work done in it. Memory
 //! per connection is (ΔRSS of the gateway + ΔKernelStack from /proc/meminfo)
 //! / N after N authenticated idle nodes. What each row means:
@@ -19,7 +22,7 @@
 //! 30000), --seconds S (throughput run, default 5), --quick.
 
 use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::{SocketAddr, TcpStream};
 use std::os::unix::net::UnixDatagram;
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -45,20 +48,22 @@ struct Options {
 
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
-    if args.first().map(String::as_str) == Some("--raw-echo") {
-        return raw_echo_server();
-    }
     let options = parse_options(&args);
     raise_fd_limit();
-    let bins = build();
+    let (shipped, native) = build();
     let mut table = Table::default();
+    eprintln!("bench: measuring {} (and {} for reference)", shipped.label, native.label);
+    println!("Measured build: {}. Reference rows: {}.\n", shipped.label, native.label);
 
-    size_row(&mut table, &bins);
-    startup_rows(&mut table, &bins);
-    memory_row(&mut table, &bins, options.connections);
-    hold_row(&mut table, &bins, options.hold);
-    let raw = latency_rows(&mut table, &bins, &options);
-    invoke_rows(&mut table, &bins, &options, raw);
+    size_row(&mut table, &shipped);
+    size_row(&mut table, &native);
+    startup_rows(&mut table, &shipped);
+    idle_rss_row(&mut table, &native);
+    memory_rows(&mut table, &shipped, options.connections);
+    memory_rows(&mut table, &native, options.connections);
+    hold_row(&mut table, &shipped, options.hold);
+    let raw = latency_rows(&mut table, &shipped, &options);
+    invoke_rows(&mut table, &shipped, &options, raw);
     table.print();
 }
 
@@ -94,25 +99,58 @@ fn raise_fd_limit() {
     }
 }
 
-/// Paths of the binaries under test.
+/// The binaries of one build under test.
 struct Bins {
     goclaw: std::path::PathBuf,
     echo: std::path::PathBuf,
-    me: std::path::PathBuf,
+    label: String,
 }
 
-fn build() -> Bins {
+/// Builds the gateway and the echo example twice: static for this
+/// machine's musl target (what the Dockerfile and the ARM guide ship), and
+/// for the default target. Without a musl standard library (and no way to
+/// add one) the default build stands in for both, and the table says so.
+fn build() -> (Bins, Bins) {
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-    eprintln!("bench: building the release binary and the echo example");
-    let status = Command::new(cargo)
-        .args(["build", "--release", "--locked", "--bin", "goclaw", "--example", "echo"])
-        .status()
-        .expect("cargo runs");
-    assert!(status.success(), "build failed");
     let me = std::env::current_exe().expect("own path");
-    let examples = me.parent().expect("examples dir").to_path_buf();
-    let release = examples.parent().expect("release dir").to_path_buf();
-    Bins { goclaw: release.join("goclaw"), echo: examples.join("echo"), me }
+    let target_dir = me.ancestors().nth(3).expect("target dir").to_path_buf();
+    let cargo_build = |target: Option<&str>| {
+        let mut command = Command::new(&cargo);
+        command.args(["build", "--release", "--locked", "--bin", "goclaw", "--example", "echo"]);
+        if let Some(target) = target {
+            command.args(["--target", target]);
+        }
+        command.status().is_ok_and(|s| s.success())
+    };
+    eprintln!("bench: building the release binary and the echo example");
+    assert!(cargo_build(None), "build failed");
+    let host = Command::new("rustc")
+        .arg("-vV")
+        .output()
+        .ok()
+        .and_then(|o| String::from_utf8(o.stdout).ok())
+        .and_then(|text| text.lines().find_map(|l| l.strip_prefix("host: ")).map(str::to_string))
+        .unwrap_or_default();
+    let native = Bins {
+        goclaw: target_dir.join("release/goclaw"),
+        echo: target_dir.join("release/examples/echo"),
+        label: format!("{host} (dynamic)"),
+    };
+    let musl = host.replace("-gnu", "-musl");
+    let have_musl = musl.contains("musl")
+        && (cargo_build(Some(&musl))
+            || (Command::new("rustup").args(["target", "add", &musl]).status().is_ok_and(|s| s.success())
+                && cargo_build(Some(&musl))));
+    if !have_musl {
+        eprintln!("bench: no standard library for {musl}; measuring the default build instead");
+        let label = format!("{} — static musl target unavailable here", native.label);
+        let stand_in = Bins { goclaw: native.goclaw.clone(), echo: native.echo.clone(), label };
+        return (stand_in, native);
+    }
+    let dir = target_dir.join(&musl).join("release");
+    let shipped =
+        Bins { goclaw: dir.join("goclaw"), echo: dir.join("examples/echo"), label: format!("{musl} (static)") };
+    (shipped, native)
 }
 
 // ---------- measuring a process ----------
@@ -261,17 +299,55 @@ fn hello(addr: SocketAddr, role: &str, id: &str, commands: &[&str]) -> Ws {
     ws
 }
 
-/// Answers every invoke request on `node` until the connection ends.
+/// The fields a node needs from `node.invoke.request`, borrowed.
+#[derive(serde::Deserialize)]
+struct Event<'a> {
+    #[serde(borrow)]
+    event: Option<&'a str>,
+    #[serde(borrow)]
+    payload: Option<InvokeRequest<'a>>,
+}
+
+#[derive(serde::Deserialize)]
+struct InvokeRequest<'a> {
+    #[serde(borrow)]
+    id: Option<&'a str>,
+    #[serde(borrow)]
+    params: Option<&'a serde_json::value::RawValue>,
+}
+
+/// The one field an operator checks in a response.
+#[derive(serde::Deserialize)]
+struct Response {
+    ok: bool,
+}
+
+/// Answers every invoke request on `node` until the connection ends,
+/// echoing its params. Parses like a lean real client: borrowed fields.
 fn serve_node(mut node: Ws) {
     while let Ok(message) = node.read() {
         let Message::Text(text) = message else { continue };
-        let frame: Value = serde_json::from_str(&text).expect("json");
-        if frame["event"] != "node.invoke.request" {
-            continue;
+        let Ok(frame) = serde_json::from_str::<Event<'_>>(&text) else { continue };
+        let (Some("node.invoke.request"), Some(invoke)) = (frame.event, frame.payload) else { continue };
+        let (Some(id), Some(params)) = (invoke.id, invoke.params) else { continue };
+        let result = format!(
+            r#"{{"type":"req","id":"r","method":"node.invoke.result","params":{{"id":"{id}","ok":true,"payload":{}}}}}"#,
+            params.get()
+        );
+        if node.send(Message::text(result)).is_err() {
+            return;
         }
-        let result = json!({"type": "req", "id": "r", "method": "node.invoke.result",
-            "params": {"id": frame["payload"]["id"], "ok": true, "payload": frame["payload"]["params"]}});
-        if node.send(Message::text(result.to_string())).is_err() {
+    }
+}
+
+/// Sends one invoke and waits for its answer (skipping events).
+fn invoke_once(op: &mut Ws, request: &str) {
+    op.send(Message::text(request)).expect("send");
+    loop {
+        let Message::Text(text) = op.read().expect("read") else { continue };
+        if text.starts_with(r#"{"type":"res""#) {
+            let response: Response = serde_json::from_str(&text).expect("response");
+            assert!(response.ok, "{text}");
             return;
         }
     }
@@ -335,26 +411,17 @@ fn micros(d: Duration) -> f64 {
 fn size_row(table: &mut Table, bins: &Bins) {
     let size = std::fs::metadata(&bins.goclaw).expect("binary").len();
     table.row(
-        "release binary, stripped (x86_64, glibc, dynamic)",
+        &format!("release binary, stripped: {}", bins.label),
         format!("{:.2} MiB ({size} bytes)", size as f64 / 1048576.0),
         String::new(),
         "<= 2 MiB static",
         Some(size <= 2 << 20),
     );
-    let arm =
-        bins.goclaw.parent().and_then(|r| r.parent()).map(|t| t.join("aarch64-unknown-linux-musl/release/goclaw"));
-    if let Some(size) = arm.and_then(|p| std::fs::metadata(p).ok()).map(|m| m.len()) {
-        table.row(
-            "release binary, stripped, static (aarch64 musl)",
-            format!("{:.2} MiB ({size} bytes)", size as f64 / 1048576.0),
-            String::new(),
-            "<= 2 MiB static",
-            Some(size <= 2 << 20),
-        );
-    }
 }
 
-fn startup_rows(table: &mut Table, bins: &Bins) {
+/// Starts the gateway seven times: median time from spawn to READY=1, and
+/// median RSS 300 ms after it.
+fn start_stop(bins: &Bins) -> (Duration, u64) {
     let dir = std::env::temp_dir().join(format!("goclaw-bench-{}", std::process::id()));
     std::fs::create_dir_all(&dir).expect("tmp");
     let path = dir.join("notify");
@@ -367,6 +434,7 @@ fn startup_rows(table: &mut Table, bins: &Bins) {
         let started = Instant::now();
         let mut child = Command::new(&bins.goclaw)
             .args(["serve", "--listen", "127.0.0.1:0", "--metrics-listen", "127.0.0.1:0", "--log-level", "warn"])
+            .args(["--state-dir", &dir.to_string_lossy()])
             .env("NOTIFY_SOCKET", &path)
             .stderr(Stdio::null())
             .spawn()
@@ -383,7 +451,11 @@ fn startup_rows(table: &mut Table, bins: &Bins) {
     let _ = std::fs::remove_dir_all(&dir);
     times.sort();
     rss.sort();
-    let ready = times[times.len() / 2];
+    (times[times.len() / 2], rss[rss.len() / 2])
+}
+
+fn startup_rows(table: &mut Table, bins: &Bins) {
+    let (ready, idle) = start_stop(bins);
     table.row(
         "start-up to ready (spawn to READY=1, median of 7)",
         format!("{:.1} ms", ready.as_secs_f64() * 1e3),
@@ -391,9 +463,17 @@ fn startup_rows(table: &mut Table, bins: &Bins) {
         "<= 20 ms",
         Some(ready <= Duration::from_millis(20)),
     );
-    let idle = rss[rss.len() / 2];
+    idle_row(table, bins, idle);
+}
+
+fn idle_rss_row(table: &mut Table, bins: &Bins) {
+    let (_, idle) = start_stop(bins);
+    idle_row(table, bins, idle);
+}
+
+fn idle_row(table: &mut Table, bins: &Bins, idle: u64) {
     table.row(
-        "idle RSS after start",
+        &format!("idle RSS after start: {}", bins.label),
         format!("{:.2} MiB ({idle} KiB)", idle as f64 / 1024.0),
         String::new(),
         "<= 2 MiB",
@@ -413,33 +493,60 @@ fn idle_nodes(addr: SocketAddr, n: usize) -> Vec<TcpStream> {
         .collect()
 }
 
-fn memory_row(table: &mut Table, bins: &Bins, n: usize) {
-    // Long ping and tick periods: the connections stay idle.
-    let server = gateway(bins, &["--pong-wait", "10m", "--tick-interval", "10m"], false);
+/// Memory and CPU of `n` connections to `server`, opened by `open`:
+/// (KiB RSS each, KiB kernel stack each, µs server CPU each).
+fn per_connection<T>(server: &Server, n: usize, open: impl FnOnce(SocketAddr, usize) -> T) -> (f64, f64, f64, T) {
     thread::sleep(Duration::from_millis(300));
     let pid = server.pid();
     let (rss0, kernel0, cpu0) = (status_kib(pid, "VmRSS:"), kernel_stack_kib(), cpu_micros(pid));
-    let sockets = idle_nodes(server.addr, n);
+    let held = open(server.addr, n);
     let cpu1 = cpu_micros(pid);
     thread::sleep(Duration::from_millis(500));
     let (rss1, kernel1) = (status_kib(pid, "VmRSS:"), kernel_stack_kib());
-    let rss_each = (rss1 - rss0) as f64 / n as f64;
-    let kernel_each = kernel1.saturating_sub(kernel0) as f64 / n as f64;
+    let each = |a: u64, b: u64| b.saturating_sub(a) as f64 / n as f64;
+    (each(rss0, rss1), each(kernel0, kernel1), (cpu1 - cpu0) / n as f64, held)
+}
+
+fn memory_rows(table: &mut Table, bins: &Bins, n: usize) {
+    // The floor: a std-only server, one thread per connection blocked in read().
+    let raw = spawn(&bins.echo, &["--raw", "--listen", "127.0.0.1:0"], false);
+    let (floor_rss, floor_kernel, floor_cpu, sockets) = per_connection(&raw, n, |addr, n| {
+        (0..n).map(|_| TcpStream::connect(addr).expect("connect")).collect::<Vec<_>>()
+    });
+    drop(sockets);
+    drop(raw);
+    let floor = floor_rss + floor_kernel;
+    // Long ping and tick periods: the connections stay idle.
+    let server = gateway(bins, &["--pong-wait", "10m", "--tick-interval", "10m"], false);
+    let (rss_each, kernel_each, handshake, sockets) = per_connection(&server, n, idle_nodes);
     let total = rss_each + kernel_each;
     table.row(
-        &format!("idle authenticated connection, {n} nodes: RSS + kernel stack"),
+        &format!("idle authenticated connection, {n} nodes: {}", bins.label),
         format!("{total:.1} KiB ({rss_each:.1} KiB RSS + {kernel_each:.1} KiB kernel stack)"),
-        String::new(),
+        format!("{:.2}× floor", total / floor),
         "<= 24 KiB",
         Some(total <= 24.0),
     );
-    let handshake = (cpu1 - cpu0) / n as f64;
     table.row(
-        "authenticated handshake, server CPU (accept to hello-ok, thread spawn included)",
+        &format!("floor: std thread per connection blocked in read(), {n} connections"),
+        format!("{floor:.1} KiB ({floor_rss:.1} KiB RSS + {floor_kernel:.1} KiB kernel stack)"),
+        "1.00× floor".into(),
+        "",
+        None,
+    );
+    table.row(
+        &format!("authenticated handshake, server CPU (accept to hello-ok, thread spawn included): {}", bins.label),
         format!("{handshake:.1} µs"),
-        String::new(),
+        format!("{:.2}× floor", handshake / floor_cpu),
         "<= 60 µs",
         Some(handshake <= 60.0),
+    );
+    table.row(
+        "floor: std accept + thread spawn, server CPU",
+        format!("{floor_cpu:.1} µs"),
+        "1.00× floor".into(),
+        "",
+        None,
     );
     drop(sockets);
 }
@@ -561,23 +668,6 @@ fn round_trips(n: usize, mut once: impl FnMut()) -> Vec<Duration> {
         .collect()
 }
 
-fn raw_echo_server() {
-    let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
-    eprintln!("raw echo listening addr={}", listener.local_addr().expect("addr"));
-    for stream in listener.incoming().flatten() {
-        thread::spawn(move || {
-            let mut stream = stream;
-            let _ = stream.set_nodelay(true);
-            let mut buf = [0u8; MESSAGE_BYTES];
-            while stream.read_exact(&mut buf).is_ok() {
-                if stream.write_all(&buf).is_err() {
-                    return;
-                }
-            }
-        });
-    }
-}
-
 /// A latency run: p50/p90/p99 and server CPU per round trip.
 struct Run {
     latency: Percentiles,
@@ -585,7 +675,7 @@ struct Run {
 }
 
 fn run_raw(bins: &Bins, n: usize, pinned: bool) -> Run {
-    let server = spawn(&bins.me, &["--raw-echo"], pinned);
+    let server = spawn(&bins.echo, &["--raw", "--listen", "127.0.0.1:0"], pinned);
     pin(pinned);
     let mut stream = TcpStream::connect(server.addr).expect("connect");
     stream.set_nodelay(true).expect("nodelay");
@@ -604,16 +694,31 @@ fn run_raw(bins: &Bins, n: usize, pinned: bool) -> Run {
 fn run_echo(bins: &Bins, n: usize, pinned: bool) -> Run {
     let server = spawn(&bins.echo, &["--listen", "127.0.0.1:0"], pinned);
     pin(pinned);
-    let mut ws = ws_connect(server.addr);
-    let message = "m".repeat(MESSAGE_BYTES);
+    // A client as lean as the raw-TCP one: the upgrade by hand, then one
+    // pre-masked 64-byte text frame out and its 66-byte echo in.
+    let mut stream = TcpStream::connect(server.addr).expect("connect");
+    stream.set_nodelay(true).expect("nodelay");
+    stream
+        .write_all(
+            b"GET / HTTP/1.1\r\nHost: bench\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+              Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n",
+        )
+        .expect("upgrade");
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        stream.read_exact(&mut byte).expect("101");
+        head.push(byte[0]);
+    }
+    assert!(head.starts_with(b"HTTP/1.1 101"));
+    let frame = masked(0x1, &[b'm'; MESSAGE_BYTES]);
+    let mut reply = [0u8; 2 + MESSAGE_BYTES];
     let cpu0 = cpu_micros(server.pid());
     let samples = round_trips(n, || {
-        ws.send(Message::text(message.clone())).expect("send");
-        match ws.read().expect("read") {
-            Message::Text(text) => assert_eq!(text.len(), MESSAGE_BYTES),
-            other => panic!("unexpected {other:?}"),
-        }
+        stream.write_all(&frame).expect("send");
+        stream.read_exact(&mut reply).expect("echo");
     });
+    assert_eq!(&reply[..2], &[0x81, MESSAGE_BYTES as u8]);
     let cpu = (cpu_micros(server.pid()) - cpu0) / (n + n / 20 + 10) as f64;
     pin(false);
     Run { latency: percentiles(samples), cpu_micros: cpu }
@@ -632,11 +737,7 @@ fn run_invoke(bins: &Bins, n: usize, pinned: bool) -> Run {
         "params": {"nodeId": "bench-node", "command": "echo", "params": {"n": 1}}})
     .to_string();
     let cpu0 = cpu_micros(server.pid());
-    let samples = round_trips(n, || {
-        op.send(Message::text(request.clone())).expect("send");
-        let res = recv_json(&mut op);
-        assert_eq!(res["ok"], true, "{res}");
-    });
+    let samples = round_trips(n, || invoke_once(&mut op, &request));
     let cpu = (cpu_micros(server.pid()) - cpu0) / (n + n / 20 + 10) as f64;
     pin(false);
     drop(op);
@@ -740,8 +841,7 @@ fn throughput(bins: &Bins, seconds: u64) -> (f64, f64) {
             .to_string();
             start.wait();
             while !stop.load(Ordering::Relaxed) {
-                op.send(Message::text(request.clone())).expect("send");
-                recv_json(&mut op);
+                invoke_once(&mut op, &request);
                 done.fetch_add(1, Ordering::Relaxed);
             }
         }));

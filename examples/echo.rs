@@ -12,8 +12,15 @@
 //! (default 127.0.0.1:0, i.e. any free port), `--max-message-size BYTES`.
 //! The per-IP connection rate limit is raised so benchmark clients on one
 //! address are not throttled; everything else keeps the gateway's defaults.
+//!
+//! `--raw` instead serves the benchmark's baseline: a std-only TCP echo of
+//! 64-byte messages, one thread per connection with the gateway's stack
+//! size, linked with the same libc as the gateway it is compared with.
 
+use std::io::{Read, Write};
+use std::net::TcpListener;
 use std::sync::mpsc;
+use std::thread;
 
 use goclaw::{Config, Gateway, LogLimits};
 
@@ -27,7 +34,11 @@ fn main() {
     };
     config.listen = "127.0.0.1:9001".parse().expect("a valid default address");
     config.metrics_listen = "127.0.0.1:0".parse().expect("a valid default address");
-    let args: Vec<String> = std::env::args().skip(1).collect();
+    let mut args: Vec<String> = std::env::args().skip(1).collect();
+    let raw = args.first().is_some_and(|a| a == "--raw");
+    if raw {
+        args.remove(0);
+    }
     for pair in args.chunks(2) {
         let [flag, value] = pair else {
             exit(&format!("{} needs a value", pair[0]));
@@ -43,6 +54,9 @@ fn main() {
             other => exit(&format!("unknown flag {other}")),
         }
     }
+    if raw {
+        raw_echo(config.listen);
+    }
     let logs = goclaw::init_logging(log::LevelFilter::Warn, None, LogLimits::default()).expect("the only logger");
     let gateway = Gateway::start(config).unwrap_or_else(|e| exit(&e.to_string()));
     // Benchmarks read this line to find the port.
@@ -55,6 +69,30 @@ fn main() {
     let _ = stopped.recv();
     gateway.shutdown();
     logs.finish();
+}
+
+/// The raw-TCP baseline: read 64 bytes, write them back, one thread per
+/// connection with the gateway's connection stack size.
+fn raw_echo(listen: std::net::SocketAddr) -> ! {
+    let listener = TcpListener::bind(listen).unwrap_or_else(|e| exit(&e.to_string()));
+    let addr = listener.local_addr().unwrap_or_else(|e| exit(&e.to_string()));
+    eprintln!("raw echo listening addr={addr}");
+    for stream in listener.incoming().flatten() {
+        let spawned = thread::Builder::new().stack_size(128 * 1024).spawn(move || {
+            let mut stream = stream;
+            let _ = stream.set_nodelay(true);
+            let mut buf = [0u8; 64];
+            while stream.read_exact(&mut buf).is_ok() {
+                if stream.write_all(&buf).is_err() {
+                    return;
+                }
+            }
+        });
+        if spawned.is_err() {
+            eprintln!("raw echo: cannot start a thread");
+        }
+    }
+    exit("listener failed")
 }
 
 fn exit(why: &str) -> ! {
