@@ -212,7 +212,8 @@ fn session(shared: &Arc<Shared>, conn: &Arc<Conn>, guard: &mut ConnGuard) -> End
         Err(end) => return end,
     };
     let role = hello.role;
-    shared.respond_ok(conn, &request_id, &hello_ok(shared, conn));
+    // Registered before hello-ok goes out: a client that has its hello-ok
+    // can be invoked and listed at once.
     let joined = match role {
         Role::Operator => shared.hub.join_operator(conn).map(|()| None),
         Role::Node => {
@@ -220,19 +221,27 @@ fn session(shared: &Arc<Shared>, conn: &Arc<Conn>, guard: &mut ConnGuard) -> End
             shared.hub.join_node(conn, Arc::new(info))
         }
     };
+    let Ok(replaced) = joined else {
+        let failure = Failure::new(ErrorCode::Unavailable, "the gateway is shutting down");
+        shared.respond_error(conn, Some(&request_id), &failure);
+        return close_for_shutdown(shared, conn, &mut ws);
+    };
     guard.role = Some(role);
-    match joined {
-        Ok(replaced) => {
-            if role == Role::Node {
-                guard.node_id = Some(hello.client.id.clone());
-                if let Some(replaced) = replaced {
-                    displace(shared, replaced, &hello.client.id);
-                }
-                shared.presence(&hello.client.id, "connected");
-            }
-        }
-        // Shutdown began after our hello-ok and took its snapshot without us.
-        Err(_draining) => return close_for_shutdown(shared, conn, &mut ws),
+    if role == Role::Node {
+        guard.node_id = Some(hello.client.id.clone());
+    }
+    shared.respond_ok(conn, &request_id, &hello_ok(shared, conn));
+    conn.mark_greeted();
+    // Shutdown may have taken its snapshot before we were greeted; then it
+    // left this connection to notify itself (exactly once: see claim_shutdown).
+    if shared.is_draining() {
+        return close_for_shutdown(shared, conn, &mut ws);
+    }
+    if let Some(replaced) = replaced {
+        displace(shared, replaced, &hello.client.id);
+    }
+    if role == Role::Node {
+        shared.presence(&hello.client.id, "connected");
     }
     info!(target: "goclaw::conn", conn_id:% = conn.id, addr:% = conn.addr, role = role.as_str(),
         node_id = guard.node_id.as_deref(), active = shared.slots.active(); "client connected");
@@ -465,12 +474,15 @@ fn echo(shared: &Arc<Shared>, conn: &Arc<Conn>, ws: &mut Ws) -> End {
     }
 }
 
-/// Delivers the `shutdown` event and close 1001 to a connection that missed
-/// the shutdown path's snapshot (it registered just too late).
+/// Delivers the `shutdown` event and close 1001 to a connection that the
+/// shutdown path left to notify itself (it registered or greeted just too
+/// late for its snapshot), unless the shutdown path got there first.
 #[inline(never)]
 fn close_for_shutdown(shared: &Arc<Shared>, conn: &Arc<Conn>, ws: &mut Ws) -> End {
-    shared.send_event(conn, &shutdown_event());
-    shared.close(conn, code::GOING_AWAY, "server shutting down");
+    if conn.claim_shutdown() {
+        shared.send_event(conn, &shutdown_event());
+        shared.close(conn, code::GOING_AWAY, "server shutting down");
+    }
     await_close_reply(ws, End::new(Level::Info, "server shutdown").code(code::GOING_AWAY))
 }
 

@@ -10,7 +10,7 @@
 use std::collections::{BTreeSet, HashMap};
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering::Relaxed, Ordering::SeqCst};
 use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
@@ -39,12 +39,42 @@ pub struct Conn {
     /// Invokes this connection (an operator) is waiting for. Only changed
     /// under the hub lock.
     pending: AtomicUsize,
+    /// Its `hello-ok` has been sent: from then on the shutdown path may send
+    /// it the `shutdown` event (which must not precede `hello-ok`).
+    greeted: AtomicBool,
+    /// Who sends the `shutdown` event and close 1001 claims this first, so
+    /// they go out exactly once whether the shutdown path or the
+    /// connection's own thread gets there first.
+    shutdown_claimed: AtomicBool,
 }
 
 impl Conn {
     /// A connection around its socket.
     pub fn new(id: Uuid, key: u64, addr: SocketAddr, out: Outbox) -> Conn {
-        Conn { id, key, addr, out, pending: AtomicUsize::new(0) }
+        Conn {
+            id,
+            key,
+            addr,
+            out,
+            pending: AtomicUsize::new(0),
+            greeted: AtomicBool::new(false),
+            shutdown_claimed: AtomicBool::new(false),
+        }
+    }
+
+    /// Records that `hello-ok` went out.
+    pub fn mark_greeted(&self) {
+        self.greeted.store(true, SeqCst);
+    }
+
+    /// Whether `hello-ok` went out.
+    pub fn is_greeted(&self) -> bool {
+        self.greeted.load(SeqCst)
+    }
+
+    /// True for the one caller that may send the shutdown notice.
+    pub fn claim_shutdown(&self) -> bool {
+        !self.shutdown_claimed.swap(true, SeqCst)
     }
 }
 
@@ -381,12 +411,15 @@ impl Hub {
     }
 
     /// Starts shutdown: refuses new registrations and invokes from now on,
-    /// and returns every WebSocket connection (connected or still before
-    /// `connect`) and every pending invoke.
+    /// and returns every WebSocket connection the shutdown path must notify
+    /// (greeted clients, and upgraded ones still before `connect`) and every
+    /// pending invoke. A client registered but not yet greeted notifies
+    /// itself once its `hello-ok` is out (see [`Conn::claim_shutdown`]).
     pub fn drain(&self) -> (Vec<Arc<Conn>>, Vec<Pending>) {
         let mut inner = self.inner.lock();
         inner.draining = true;
-        let sockets = inner.clients.values().chain(inner.upgraded.values()).cloned().collect();
+        let sockets =
+            inner.clients.values().filter(|conn| conn.is_greeted()).chain(inner.upgraded.values()).cloned().collect();
         let pending = inner.take_pending_where(|_| false);
         (sockets, pending)
     }

@@ -171,7 +171,9 @@ impl Gateway {
             wake_accept(shared.local_addr);
             let _ = accept.join();
         }
-        let (clients, pending) = shared.hub.drain();
+        let (sockets, pending) = shared.hub.drain();
+        // Claimed first: a connection greeted in the meantime notifies itself.
+        let clients: Vec<_> = sockets.into_iter().filter(|client| client.claim_shutdown()).collect();
         let event = conn::shutdown_event();
         for client in &clients {
             shared.send_event(client, &event);

@@ -278,6 +278,21 @@ fn every_invoke_gets_one_answer_on_timeout_and_disconnect() {
 }
 
 #[test]
+fn a_node_is_invokable_as_soon_as_it_has_its_hello_ok() {
+    let gw = start(config());
+    let addr = gw.local_addr();
+    let mut op = operator(addr);
+    // Repeated: registering after hello-ok would lose this race now and then.
+    for i in 0..50 {
+        let id = format!("fresh{i}");
+        let mut node = node(addr, &id, &["echo"]);
+        request(&mut op, &id, "node.invoke", json!({"nodeId": id, "command": "echo", "params": i}));
+        answer(&mut node, json!({"ok": true, "payload": i}));
+        assert_eq!(recv_res(&mut op, &id)["payload"], i, "invoke {i}");
+    }
+}
+
+#[test]
 fn a_node_with_a_taken_id_replaces_the_old_one() {
     let gw = start(config());
     let addr = gw.local_addr();
