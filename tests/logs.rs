@@ -108,7 +108,6 @@ fn survives_its_directory_vanishing_and_refuses_an_unwritable_one() {
     fs::remove_dir_all(&dir).unwrap();
 }
 
-const BIN: &str = env!("CARGO_BIN_EXE_goclaw");
 const SECRET: &str = "s3cret-token-that-must-not-leak";
 
 /// Runs the binary with `state_dir` and extra env, lets a few clients come

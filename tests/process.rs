@@ -2,19 +2,12 @@
 
 mod support;
 
-use std::io::{BufRead, BufReader};
-use std::net::SocketAddr;
-use std::process::{Child, Command, Stdio};
-use std::sync::mpsc::{self, Receiver};
-use std::thread;
+use std::process::Command;
 use std::time::{Duration, Instant};
 
-use nix::sys::signal::{Signal, kill};
-use nix::unistd::Pid;
+use nix::sys::signal::Signal;
 use serde_json::json;
 use support::*;
-
-const BIN: &str = env!("CARGO_BIN_EXE_goclaw");
 
 fn goclaw(args: &[&str]) -> Command {
     let mut command = Command::new(BIN);
@@ -30,69 +23,6 @@ fn run(args: &[&str]) -> (i32, String, String) {
         String::from_utf8_lossy(&out.stdout).into_owned(),
         String::from_utf8_lossy(&out.stderr).into_owned(),
     )
-}
-
-/// A running gateway process, its address, and its stderr lines.
-struct Running {
-    child: Child,
-    addr: SocketAddr,
-    metrics: SocketAddr,
-    lines: Receiver<String>,
-}
-
-impl Running {
-    fn start(mut command: Command) -> Running {
-        let mut child = command.stderr(Stdio::piped()).stdout(Stdio::null()).spawn().unwrap();
-        let stderr = BufReader::new(child.stderr.take().unwrap());
-        let (tx, lines) = mpsc::channel();
-        thread::spawn(move || {
-            for line in stderr.lines().map_while(Result::ok) {
-                let _ = tx.send(line);
-            }
-        });
-        let unset: SocketAddr = "0.0.0.0:0".parse().unwrap();
-        let mut running = Running { child, addr: unset, metrics: unset, lines };
-        let line = running.wait_line("listening");
-        let field = |key: &str| line.split_whitespace().find_map(|w| w.strip_prefix(key)).unwrap().parse().unwrap();
-        running.addr = field("addr=");
-        running.metrics = field("metrics_addr=");
-        running
-    }
-
-    /// The first stderr line containing `needle`.
-    fn wait_line(&mut self, needle: &str) -> String {
-        let until = Instant::now() + READ_LIMIT;
-        loop {
-            let left = until.saturating_duration_since(Instant::now());
-            let line = self.lines.recv_timeout(left).unwrap_or_else(|_| panic!("no line with {needle:?}"));
-            if line.contains(needle) {
-                return line;
-            }
-        }
-    }
-
-    fn signal(&self, signal: Signal) {
-        kill(Pid::from_raw(self.child.id() as i32), signal).unwrap();
-    }
-
-    /// Exit status, failing the test if the process outlives `limit`.
-    fn wait(&mut self, limit: Duration) -> i32 {
-        let until = Instant::now() + limit;
-        loop {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                return status.code().unwrap_or(-1);
-            }
-            assert!(Instant::now() < until, "process still running after {limit:?}");
-            thread::sleep(Duration::from_millis(10));
-        }
-    }
-}
-
-impl Drop for Running {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
 }
 
 #[test]
@@ -166,9 +96,7 @@ fn variables_and_systemd_credentials_configure_it() {
 }
 
 fn serve_with(extra: &[&str]) -> Running {
-    let mut args = vec!["serve", "--listen", "127.0.0.1:0", "--metrics-listen", "127.0.0.1:0", "--token", TOKEN];
-    args.extend_from_slice(extra);
-    Running::start(goclaw(&args))
+    serve_binary(extra)
 }
 
 #[test]

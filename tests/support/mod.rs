@@ -3,9 +3,12 @@
 //! (tungstenite's client side: its own handshake, masking and framing).
 #![allow(dead_code)]
 
-use std::io::{Read, Write};
+use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{IpAddr, SocketAddr, TcpStream};
 use std::os::fd::OwnedFd;
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc::{self, Receiver};
+use std::thread;
 use std::time::{Duration, Instant};
 
 use goclaw::{Config, Gateway, Token};
@@ -123,9 +126,12 @@ pub fn recv(ws: &mut Client) -> Value {
     }
 }
 
-/// The response with this id, skipping events.
+/// The response with this id, skipping events (ticks and pings do not
+/// keep a test waiting past `READ_LIMIT`).
 pub fn recv_res(ws: &mut Client, id: &str) -> Value {
+    let until = Instant::now() + READ_LIMIT;
     loop {
+        assert!(Instant::now() < until, "no response {id:?} within {READ_LIMIT:?}");
         let frame = recv(ws);
         if frame["type"] == "res" && frame["id"] == id {
             return frame;
@@ -136,7 +142,9 @@ pub fn recv_res(ws: &mut Client, id: &str) -> Value {
 
 /// The next event with this name, skipping others.
 pub fn recv_event(ws: &mut Client, name: &str) -> Value {
+    let until = Instant::now() + READ_LIMIT;
     loop {
+        assert!(Instant::now() < until, "no {name} event within {READ_LIMIT:?}");
         let frame = recv(ws);
         if frame["type"] == "event" && frame["event"] == name {
             return frame;
@@ -234,6 +242,20 @@ pub fn client_frame(first_byte: u8, payload: &[u8]) -> Vec<u8> {
 }
 
 /// Polls `condition` every 10 ms until it holds or `limit` passes.
+/// The gateway binary under test.
+pub const BIN: &str = env!("CARGO_BIN_EXE_goclaw");
+
+/// `goclaw serve` on ephemeral loopback ports with the test token, plus `extra`.
+pub fn serve_binary(extra: &[&str]) -> Running {
+    let mut command = Command::new(BIN);
+    command
+        .args(["serve", "--listen", "127.0.0.1:0", "--metrics-listen", "127.0.0.1:0", "--token", TOKEN])
+        .args(extra)
+        .env_clear()
+        .env("HOME", std::env::temp_dir());
+    Running::start(command)
+}
+
 pub fn wait_for(limit: Duration, mut condition: impl FnMut() -> bool) -> bool {
     let until = Instant::now() + limit;
     while Instant::now() < until {
@@ -243,4 +265,84 @@ pub fn wait_for(limit: Duration, mut condition: impl FnMut() -> bool) -> bool {
         std::thread::sleep(Duration::from_millis(10));
     }
     condition()
+}
+
+/// A running gateway process, its address, and its stderr lines.
+pub struct Running {
+    pub child: Child,
+    pub addr: SocketAddr,
+    pub metrics: SocketAddr,
+    lines: Receiver<String>,
+}
+
+impl Running {
+    pub fn start(mut command: Command) -> Running {
+        let mut child = command.stderr(Stdio::piped()).stdout(Stdio::null()).spawn().unwrap();
+        let stderr = BufReader::new(child.stderr.take().unwrap());
+        let (tx, lines) = mpsc::channel();
+        thread::spawn(move || {
+            for line in stderr.lines().map_while(Result::ok) {
+                let _ = tx.send(line);
+            }
+        });
+        let unset: SocketAddr = "0.0.0.0:0".parse().unwrap();
+        let mut running = Running { child, addr: unset, metrics: unset, lines };
+        let line = running.wait_line("listening");
+        let field = |key: &str| line.split_whitespace().find_map(|w| w.strip_prefix(key)).unwrap().parse().unwrap();
+        running.addr = field("addr=");
+        running.metrics = field("metrics_addr=");
+        running
+    }
+
+    /// The first stderr line containing `needle`.
+    pub fn wait_line(&mut self, needle: &str) -> String {
+        let until = Instant::now() + READ_LIMIT;
+        loop {
+            let left = until.saturating_duration_since(Instant::now());
+            let line = self.lines.recv_timeout(left).unwrap_or_else(|_| panic!("no line with {needle:?}"));
+            if line.contains(needle) {
+                return line;
+            }
+        }
+    }
+
+    /// The stderr lines not consumed yet.
+    pub fn lines_ref(&self) -> &Receiver<String> {
+        &self.lines
+    }
+
+    pub fn signal(&self, signal: nix::sys::signal::Signal) {
+        nix::sys::signal::kill(nix::unistd::Pid::from_raw(self.child.id() as i32), signal).unwrap();
+    }
+
+    /// Threads, open descriptors and resident KiB of the gateway process.
+    pub fn resources(&self) -> (usize, usize, u64) {
+        let pid = self.child.id();
+        let count = |dir: String| std::fs::read_dir(dir).map(|d| d.count()).unwrap_or(0);
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+        let rss = status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.split_whitespace().next()?.parse().ok());
+        (count(format!("/proc/{pid}/task")), count(format!("/proc/{pid}/fd")), rss.unwrap_or(0))
+    }
+
+    /// Exit status, failing the test if the process outlives `limit`.
+    pub fn wait(&mut self, limit: Duration) -> i32 {
+        let until = Instant::now() + limit;
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status.code().unwrap_or(-1);
+            }
+            assert!(Instant::now() < until, "process still running after {limit:?}");
+            thread::sleep(Duration::from_millis(10));
+        }
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
 }
