@@ -37,6 +37,7 @@
 mod cli;
 mod config;
 mod conn;
+pub mod fuzz;
 mod heartbeat;
 mod http;
 mod hub;
