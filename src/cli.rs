@@ -192,7 +192,7 @@ where
                 Some(value) => config::parse_addr("GOCLAW_METRICS_LISTEN", &value)?,
                 None => Config::default().metrics_listen,
             };
-            format!("http://{}/healthz", crate::status::loopback(listen))
+            format!("http://{}/healthz", crate::net::loopback(listen))
         }
     };
     if !url.starts_with("http://") {

@@ -7,7 +7,7 @@
 //! non-blocking (`MSG_DONTWAIT`) and never wait on a client.
 
 use std::io::{self, ErrorKind, Read, Write};
-use std::net::{Shutdown, TcpStream};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, Shutdown, SocketAddr, TcpListener, TcpStream};
 use std::os::fd::AsRawFd;
 use std::time::{Duration, Instant};
 
@@ -35,6 +35,8 @@ pub fn configure(stream: &TcpStream, write_wait: std::time::Duration) -> io::Res
 
 /// How far a read may outlast its deadline: the socket timeout is only
 /// rewritten when it would overshoot by more than this.
+/// How long [`stop_accepting`]'s fallback waits to connect.
+const WAKE_CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
 const TIMEOUT_SLACK: Duration = Duration::from_millis(10);
 
 /// Reads against an absolute deadline, rewriting the socket's read timeout
@@ -114,6 +116,30 @@ pub fn write_all(stream: &TcpStream, buf: &[u8]) -> io::Result<()> {
 /// it. Errors (already closed) are irrelevant here.
 pub fn cut(stream: &TcpStream) {
     let _ = stream.shutdown(Shutdown::Both);
+}
+
+/// Makes a thread blocked in `accept()` on `listener` (or on a clone of it)
+/// return, and every later `accept()` fail: the listening socket is shut
+/// down. On Linux that works whatever the network's state; connecting to
+/// ourselves, the usual trick, hangs shutdown when the listen address has
+/// become unreachable (interface down, address gone). Elsewhere, where
+/// shutdown(2) does not wake `accept()`, that connection is the fallback.
+pub fn stop_accepting(listener: &TcpListener) {
+    let woken = cfg!(target_os = "linux")
+        && nix::sys::socket::shutdown(listener.as_raw_fd(), nix::sys::socket::Shutdown::Both).is_ok();
+    if !woken && let Ok(local) = listener.local_addr() {
+        let _ = TcpStream::connect_timeout(&loopback(local), WAKE_CONNECT_TIMEOUT);
+    }
+}
+
+/// Where to connect to reach a listener bound to `addr`.
+pub fn loopback(addr: SocketAddr) -> SocketAddr {
+    let ip = match addr.ip() {
+        IpAddr::V4(ip) if ip.is_unspecified() => IpAddr::V4(Ipv4Addr::LOCALHOST),
+        IpAddr::V6(ip) if ip.is_unspecified() => IpAddr::V6(Ipv6Addr::LOCALHOST),
+        ip => ip,
+    };
+    SocketAddr::new(ip, addr.port())
 }
 
 #[cfg(test)]

@@ -24,13 +24,11 @@ use crate::metrics::{ErrorType, Metrics};
 use crate::net;
 use crate::protocol::ErrorCode;
 use crate::shared::{Answer, Shared};
-use crate::status::{self, StatusServer};
+use crate::status::StatusServer;
 
 /// Pause after an `accept()` error such as EMFILE, so a full descriptor
 /// table does not turn the accept loop into a busy loop.
 const ACCEPT_ERROR_PAUSE: Duration = Duration::from_millis(100);
-/// How long the shutdown path waits to connect to its own listener.
-const WAKE_CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
 
 /// Why the gateway could not start. Fatal: the process exits non-zero with
 /// this on one line.
@@ -81,6 +79,8 @@ pub struct ShutdownReport {
 pub struct Gateway {
     shared: Arc<Shared>,
     accept: Option<JoinHandle<()>>,
+    /// A clone of the accept thread's listener, to stop it.
+    listener: Option<TcpListener>,
     heartbeat: Option<JoinHandle<()>>,
     status: Option<StatusServer>,
 }
@@ -104,7 +104,8 @@ impl Gateway {
             warn!(addr:% = local_addr; "no token configured: authentication is off (loopback only)");
         }
         let shared = Arc::new(Shared::new(config, local_addr));
-        let mut gateway = Gateway { shared: shared.clone(), accept: None, heartbeat: None, status: None };
+        let mut gateway =
+            Gateway { shared: shared.clone(), accept: None, listener: None, heartbeat: None, status: None };
         gateway.status = Some(StatusServer::start(shared.clone(), status_listener).map_err(StartError::Thread)?);
         let beat = shared.clone();
         gateway.heartbeat = Some(
@@ -114,6 +115,7 @@ impl Gateway {
                 .map_err(StartError::Thread)?,
         );
         let accept = shared.clone();
+        gateway.listener = Some(listener.try_clone().map_err(StartError::Thread)?);
         gateway.accept = Some(
             thread::Builder::new()
                 .name("accept".into())
@@ -168,7 +170,9 @@ impl Gateway {
         shared.notifier.notify(&format!("STOPPING=1\nSTATUS=shutting down, {active} connections"));
         info!(active = active; "shutting down");
         if let Some(accept) = self.accept.take() {
-            wake_accept(shared.local_addr);
+            if let Some(listener) = self.listener.take() {
+                net::stop_accepting(&listener);
+            }
             let _ = accept.join();
         }
         let (sockets, pending) = shared.hub.drain();
@@ -211,13 +215,6 @@ impl Drop for Gateway {
         if self.accept.is_some() || self.heartbeat.is_some() || self.status.is_some() {
             self.stop();
         }
-    }
-}
-
-/// Unblocks `accept()` by connecting to our own listener.
-fn wake_accept(local: SocketAddr) {
-    if let Err(e) = TcpStream::connect_timeout(&status::loopback(local), WAKE_CONNECT_TIMEOUT) {
-        warn!(error:% = e; "could not wake the accept loop");
     }
 }
 

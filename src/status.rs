@@ -18,7 +18,7 @@
 //! `Response::raw_print` writes each answer.
 
 use std::io::{self, Cursor, Read, Write};
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, Shutdown, SocketAddr, TcpListener, TcpStream};
+use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering::SeqCst};
 use std::thread::{self, JoinHandle};
@@ -47,6 +47,8 @@ const ACCEPT_ERROR_PAUSE: Duration = Duration::from_millis(100);
 #[derive(Debug)]
 pub struct StatusServer {
     addr: SocketAddr,
+    /// A clone of the accept thread's listener, to stop it.
+    listener: TcpListener,
     stop: Arc<AtomicBool>,
     conns: Arc<Conns>,
     accept: Option<JoinHandle<()>>,
@@ -74,10 +76,11 @@ impl StatusServer {
             sockets: parking_lot::Mutex::new(Vec::new()),
         });
         let (stop_flag, accept_conns) = (stop.clone(), conns.clone());
+        let clone = listener.try_clone()?;
         let accept = thread::Builder::new()
             .name("metrics".into())
             .spawn(move || accept_loop(&shared, &listener, &stop_flag, &accept_conns))?;
-        Ok(StatusServer { addr, stop, conns, accept: Some(accept) })
+        Ok(StatusServer { addr, listener: clone, stop, conns, accept: Some(accept) })
     }
 
     /// The address it listens on.
@@ -89,7 +92,7 @@ impl StatusServer {
     pub fn stop(&mut self) {
         self.stop.store(true, SeqCst);
         if let Some(accept) = self.accept.take() {
-            let _ = TcpStream::connect_timeout(&loopback(self.addr), Duration::from_secs(1));
+            net::stop_accepting(&self.listener);
             let _ = accept.join();
         }
         for (_, socket) in self.conns.sockets.lock().iter() {
@@ -103,16 +106,6 @@ impl Drop for StatusServer {
     fn drop(&mut self) {
         self.stop();
     }
-}
-
-/// Where to connect to reach a listener bound to `addr`.
-pub fn loopback(addr: SocketAddr) -> SocketAddr {
-    let ip = match addr.ip() {
-        IpAddr::V4(ip) if ip.is_unspecified() => IpAddr::V4(Ipv4Addr::LOCALHOST),
-        IpAddr::V6(ip) if ip.is_unspecified() => IpAddr::V6(Ipv6Addr::LOCALHOST),
-        ip => ip,
-    };
-    SocketAddr::new(ip, addr.port())
 }
 
 fn accept_loop(shared: &Arc<Shared>, listener: &TcpListener, stop: &AtomicBool, conns: &Arc<Conns>) {
