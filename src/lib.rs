@@ -56,6 +56,7 @@ mod status;
 
 pub use cli::{Command, parse as parse_args};
 pub use config::{Config, ConfigError, Token};
+pub use conn::CONN_STACK_BYTES;
 pub use logging::{JsonLog, LOG_FILE_NAME, LogLimits, Logs, init as init_logging, json_line};
 pub use metrics::{CONTENT_TYPE as METRICS_CONTENT_TYPE, Direction, ErrorType, InvokeOutcome, Metrics, MsgType};
 pub use server::{Gateway, ShutdownReport, StartError};

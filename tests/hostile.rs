@@ -73,6 +73,41 @@ fn size_attacks_never_grow_memory_past_the_limit_per_connection() {
 }
 
 #[test]
+fn slowloris_costs_one_thread_and_little_memory_each() {
+    const HELD: usize = 200;
+    let gateway = serve_binary(&["--handshake-timeout", "20s", "--rate-limit", "1000", "--rate-burst", "1000"]);
+    let addr = gateway.addr;
+    let (threads, fds, rss) = gateway.resources();
+    // Every stage that holds a connection open before `connect`, in turn.
+    let mut streams = Vec::new();
+    let mut upgraded = Vec::new();
+    for i in 0..HELD {
+        match i % 4 {
+            0 => streams.push(tcp(addr, None, None)),
+            1 => {
+                let mut stream = tcp(addr, None, None);
+                stream.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n").unwrap();
+                streams.push(stream);
+            }
+            2 => upgraded.push(upgrade(tcp(addr, None, None)).0),
+            _ => {
+                let mut ws = upgrade(tcp(addr, None, None)).0;
+                ws.get_mut().write_all(&[0x81]).unwrap();
+                upgraded.push(ws);
+            }
+        }
+    }
+    assert!(wait_for(Duration::from_secs(5), || gateway.resources().0 == threads + HELD), "one thread each");
+    let (_, held_fds, held_rss) = gateway.resources();
+    assert_eq!(held_fds, fds + HELD, "one descriptor each");
+    let each = (held_rss.saturating_sub(rss) * 1024) as usize / HELD;
+    println!("slowloris: {each} bytes of RSS per held connection");
+    assert!(each < goclaw::CONN_STACK_BYTES, "{each} bytes per connection, more than its thread's stack");
+    drop((streams, upgraded));
+    assert!(wait_for(Duration::from_secs(5), || gateway.resources().0 == threads), "threads back to baseline");
+}
+
+#[test]
 fn adversarial_json_gets_an_answer_and_the_connection_stays_usable() {
     let gw = start(config());
     let mut op = operator(gw.local_addr());
@@ -337,6 +372,79 @@ fn a_killed_client_process_is_cleaned_up_at_once() {
     assert_eq!(res["error"]["code"], "NODE_DISCONNECTED", "{res}");
     assert!(killed.elapsed() < Duration::from_secs(1));
     assert!(wait_for(Duration::from_secs(2), || gw.active_connections() == 1));
+}
+
+/// Set in the child that runs `vanish_scenario_in_netns`.
+const IN_NETNS: &str = "GOCLAW_TEST_IN_NETNS";
+
+fn ip(args: &[&str]) {
+    let status = Command::new("ip").args(args).status().expect("ip (iproute2)");
+    assert!(status.success(), "ip {args:?}");
+}
+
+/// Not a test of its own: runs in a private network namespace (see the
+/// next test). Clients vanish without FIN or RST when the namespace's only
+/// link goes down; the gateway must notice at the pong deadline, answer
+/// the node's pending invoke, and shut down without waiting on them.
+#[test]
+fn vanish_scenario_in_netns() {
+    if std::env::var_os(IN_NETNS).is_none() {
+        return;
+    }
+    ip(&["link", "set", "lo", "up"]);
+    let mut config = config();
+    config.pong_wait = Duration::from_millis(1000);
+    config.ping_period = Duration::from_millis(300);
+    config.write_wait = Duration::from_millis(1000);
+    let gw = start(config);
+    let addr = gw.local_addr();
+    let mut op = operator(addr);
+    let mut node = node(addr, "gone", &["wait"]);
+    request(&mut op, "i", "node.invoke", json!({"nodeId": "gone", "command": "wait", "timeoutMs": 60_000}));
+    recv_event(&mut node, "node.invoke.request");
+    // The cable is pulled: both clients keep their sockets, nothing more
+    // gets through in either direction.
+    ip(&["link", "set", "lo", "down"]);
+    let vanished = Instant::now();
+    assert!(wait_for(Duration::from_secs(8), || gw.active_connections() == 0), "vanished clients still held");
+    let took = vanished.elapsed();
+    assert!(took < Duration::from_millis(4500), "cut after {took:?}");
+    assert!(gw.metrics().errors(ErrorType::Timeout) >= 2, "both cut at the pong deadline");
+    // The pending invoke went with whichever side was cut first (answered
+    // NODE_DISCONNECTED, or dropped with its operator): nothing is left
+    // for shutdown to answer or cut, and shutdown does not wait on the
+    // unreachable listen address.
+    let stopping = Instant::now();
+    let report = gw.shutdown();
+    assert!(stopping.elapsed() < Duration::from_secs(2), "shutdown took {:?}", stopping.elapsed());
+    assert_eq!((report.unavailable, report.cut), (0, 0), "{report:?}");
+    println!("vanish ok: cut {took:?} after the link went down");
+    drop((op, node));
+}
+
+#[test]
+fn clients_that_vanish_without_fin_are_cut_at_the_pong_deadline() {
+    // A user and network namespace of our own: no root needed, and the
+    // host's loopback is untouched.
+    let mut child = Command::new("unshare")
+        .args(["--user", "--map-root-user", "--net", "--"])
+        .arg(std::env::current_exe().unwrap())
+        .args(["vanish_scenario_in_netns", "--exact", "--nocapture", "--test-threads=1"])
+        .env(IN_NETNS, "1")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("unshare (util-linux)");
+    // A hung shutdown must fail the test, not hang it.
+    let until = Instant::now() + Duration::from_secs(30);
+    while child.try_wait().unwrap().is_none() && Instant::now() < until {
+        thread::sleep(Duration::from_millis(50));
+    }
+    let _ = child.kill();
+    let output = child.wait_with_output().unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success() && stdout.contains("vanish ok"), "{stdout}\n{stderr}");
 }
 
 /// Everything at once against the binary, around a well-behaved node and
