@@ -377,9 +377,26 @@ fn a_killed_client_process_is_cleaned_up_at_once() {
 /// Set in the child that runs `vanish_scenario_in_netns`.
 const IN_NETNS: &str = "GOCLAW_TEST_IN_NETNS";
 
-fn ip(args: &[&str]) {
-    let status = Command::new("ip").args(args).status().expect("ip (iproute2)");
-    assert!(status.success(), "ip {args:?}");
+/// Sets the namespace's loopback link up or down, as `ip link set lo up`
+/// would, without needing iproute2 on the machine.
+fn set_loopback(up: bool) {
+    use nix::libc;
+    use std::os::fd::AsRawFd;
+    let socket = std::net::UdpSocket::bind("0.0.0.0:0").unwrap();
+    // SAFETY: ifreq is plain old data; all zeroes is a valid value.
+    let mut request: libc::ifreq = unsafe { std::mem::zeroed() };
+    for (to, from) in request.ifr_name.iter_mut().zip(b"lo\0") {
+        *to = *from as libc::c_char;
+    }
+    // SAFETY: SIOCGIFFLAGS and SIOCSIFFLAGS read and write the flags field
+    // of the ifreq we own, on a socket we own.
+    unsafe {
+        assert_eq!(libc::ioctl(socket.as_raw_fd(), libc::SIOCGIFFLAGS, &mut request), 0, "SIOCGIFFLAGS");
+        let flags = request.ifr_ifru.ifru_flags;
+        let up_flag = libc::IFF_UP as libc::c_short;
+        request.ifr_ifru.ifru_flags = if up { flags | up_flag } else { flags & !up_flag };
+        assert_eq!(libc::ioctl(socket.as_raw_fd(), libc::SIOCSIFFLAGS, &request), 0, "SIOCSIFFLAGS");
+    }
 }
 
 /// Not a test of its own: runs in a private network namespace (see the
@@ -391,7 +408,7 @@ fn vanish_scenario_in_netns() {
     if std::env::var_os(IN_NETNS).is_none() {
         return;
     }
-    ip(&["link", "set", "lo", "up"]);
+    set_loopback(true);
     let mut config = config();
     config.pong_wait = Duration::from_millis(1000);
     config.ping_period = Duration::from_millis(300);
@@ -404,7 +421,7 @@ fn vanish_scenario_in_netns() {
     recv_event(&mut node, "node.invoke.request");
     // The cable is pulled: both clients keep their sockets, nothing more
     // gets through in either direction.
-    ip(&["link", "set", "lo", "down"]);
+    set_loopback(false);
     let vanished = Instant::now();
     assert!(wait_for(Duration::from_secs(8), || gw.active_connections() == 0), "vanished clients still held");
     let took = vanished.elapsed();
