@@ -72,6 +72,7 @@ pub fn run(shared: Arc<Shared>) {
         if now >= next_sweep {
             next_sweep = now + SWEEP_EVERY;
             shared.limiter.evict_idle(now);
+            shared.hub.shrink();
             shared.threads.reap();
             let active = shared.slots.active();
             if active != reported_active && live {

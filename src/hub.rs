@@ -19,6 +19,7 @@ use uuid::Uuid;
 use crate::metrics::Metrics;
 use crate::outbox::Outbox;
 use crate::protocol::{self, ErrorCode, Failure, Invoke};
+use crate::shared::shrink_if_sparse;
 
 /// Most invokes one operator may have waiting at once.
 pub const MAX_PENDING_PER_CONN: usize = 256;
@@ -403,6 +404,19 @@ impl Hub {
             expired.extend(inner.take_pending(id));
         }
         expired
+    }
+
+    /// Gives back the registries' memory after a burst of connections
+    /// (the heartbeat calls this once a second).
+    pub fn shrink(&self) {
+        let mut inner = self.inner.lock();
+        let Inner { all, upgraded, clients, operators, nodes, pending, .. } = &mut *inner;
+        shrink_if_sparse(all);
+        shrink_if_sparse(upgraded);
+        shrink_if_sparse(clients);
+        shrink_if_sparse(operators);
+        shrink_if_sparse(nodes);
+        shrink_if_sparse(pending);
     }
 
     /// The earliest invoke deadline.

@@ -11,6 +11,8 @@ use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
 
+use crate::shared::shrink_if_sparse;
+
 /// Most source keys remembered at once (about 40 bytes each, so ~1 MiB with
 /// the map's overhead). Past it, unknown sources are refused until eviction
 /// frees room: under a distributed flood the gateway protects its accept
@@ -125,7 +127,9 @@ impl IpLimiter {
     /// periodically by the heartbeat thread.
     pub fn evict_idle(&self, now: Instant) {
         let rate = self.rate;
-        self.inner.lock().map.retain(|_, b| now.saturating_duration_since(b.full_at(rate)) < IDLE_EVICT_AFTER);
+        let map = &mut self.inner.lock().map;
+        map.retain(|_, b| now.saturating_duration_since(b.full_at(rate)) < IDLE_EVICT_AFTER);
+        shrink_if_sparse(map);
     }
 
     /// Number of sources remembered.
@@ -175,6 +179,19 @@ mod tests {
         for (ip, key) in cases {
             assert_eq!(source_key(ip.parse().unwrap()).to_string(), key, "{ip}");
         }
+    }
+
+    #[test]
+    fn eviction_gives_the_table_back() {
+        let limiter = IpLimiter::new(Rate::new(1000.0, 1000));
+        let t0 = Instant::now();
+        for i in 0..1000u32 {
+            assert!(limiter.check(IpAddr::from(std::net::Ipv4Addr::from(0x0a00_0000u32 + i)), t0).is_ok());
+        }
+        assert!(limiter.inner.lock().map.capacity() >= 1000);
+        limiter.evict_idle(t0 + Duration::from_secs(120));
+        assert_eq!(limiter.len(), 0);
+        assert!(limiter.inner.lock().map.capacity() <= 128, "a burst of sources keeps its table forever");
     }
 
     #[test]

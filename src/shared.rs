@@ -4,6 +4,7 @@
 //! heartbeat's wake-up.
 
 use std::collections::{HashMap, VecDeque};
+use std::hash::Hash;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering::Relaxed, Ordering::SeqCst};
@@ -283,6 +284,17 @@ impl Slots {
     }
 }
 
+/// Gives a map's memory back once a burst is over: a `HashMap` keeps its
+/// largest capacity forever, so 1,000 clients once would cost their table
+/// space for the life of the process. Only a map under a quarter full is
+/// rebuilt (to half full), so under churn the cost stays amortized.
+pub fn shrink_if_sparse<K: Eq + Hash, V>(map: &mut HashMap<K, V>) {
+    const FLOOR: usize = 64;
+    if map.capacity() > FLOOR && map.len() < map.capacity() / 4 {
+        map.shrink_to((map.len() * 2).max(FLOOR));
+    }
+}
+
 /// Join handles of connection threads. A finished thread reports its key;
 /// the accept and heartbeat threads join finished threads promptly, so
 /// neither handles nor exited threads' stacks pile up under churn.
@@ -323,6 +335,7 @@ impl ConnThreads {
                 }
                 None => true,
             });
+            shrink_if_sparse(handles);
             done
         };
         for handle in done {
