@@ -247,7 +247,12 @@ pub const BIN: &str = env!("CARGO_BIN_EXE_goclaw");
 
 /// `goclaw serve` on ephemeral loopback ports with the test token, plus `extra`.
 pub fn serve_binary(extra: &[&str]) -> Running {
-    let mut command = Command::new(BIN);
+    serve_binary_at(BIN, extra)
+}
+
+/// `serve_binary` for another build of the gateway (e.g. the static one).
+pub fn serve_binary_at(bin: &str, extra: &[&str]) -> Running {
+    let mut command = Command::new(bin);
     command
         .args(["serve", "--listen", "127.0.0.1:0", "--metrics-listen", "127.0.0.1:0", "--token", TOKEN])
         .args(extra)
