@@ -44,7 +44,9 @@ fn size_attacks_never_grow_memory_past_the_limit_per_connection() {
     for ws in &mut huge {
         assert_eq!(close_code(&recv_close(ws)), 1009);
     }
-    assert!(rss() < baseline + 2 * LIMIT, "{} bytes more after refusing 2^62-byte headers", rss() - baseline);
+    let after_headers = rss().saturating_sub(baseline);
+    println!("size: RSS +{} KiB after refusing 20 headers announcing 2^62 bytes", after_headers / 1024);
+    assert!(after_headers < 2 * LIMIT, "{after_headers} bytes more after refusing 2^62-byte headers");
 
     // Withheld bodies: each announces the limit and sends most of it; the
     // gateway holds what arrived, never more than the limit.
@@ -60,6 +62,12 @@ fn size_attacks_never_grow_memory_past_the_limit_per_connection() {
     }
     assert!(wait_for(Duration::from_secs(5), || rss() > baseline + 10 * LIMIT), "bodies not buffered?");
     let grown = rss().saturating_sub(baseline);
+    println!(
+        "size: RSS +{} KiB for 20 connections holding {} KiB of a {} KiB frame each",
+        grown / 1024,
+        (LIMIT - 1024) / 1024,
+        LIMIT / 1024
+    );
     assert!(grown <= 20 * (LIMIT + 64 * 1024), "grew {grown} bytes for 20 connections of at most {LIMIT}");
 
     // Fragments that sum past the limit: 1009 at the fragment that crosses it.
@@ -350,6 +358,7 @@ fn a_frozen_client_process_is_dropped_at_the_pong_deadline() {
     let frozen = Instant::now();
     assert!(wait_for(Duration::from_secs(5), || gw.metrics().nodes_connected() == 0));
     let took = frozen.elapsed();
+    println!("frozen: dropped {took:?} after SIGSTOP (pong wait 1 s)");
     assert!(took < Duration::from_millis(1800), "dropped after {took:?}");
     assert!(gw.metrics().errors(ErrorType::Timeout) >= 1);
     signal(&child, Signal::SIGKILL);
@@ -462,6 +471,7 @@ fn clients_that_vanish_without_fin_are_cut_at_the_pong_deadline() {
     let stdout = String::from_utf8_lossy(&output.stdout);
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(output.status.success() && stdout.contains("vanish ok"), "{stdout}\n{stderr}");
+    println!("{}", stdout.lines().find(|l| l.contains("vanish ok")).unwrap_or_default());
 }
 
 /// Everything at once against the binary, around a well-behaved node and
@@ -674,6 +684,10 @@ fn torture_run_loses_nothing_and_returns_to_baseline() {
         }
     });
     let now = gateway.resources();
+    println!(
+        "torture: {} well-behaved invokes, all answered; (threads, fds, RSS KiB) baseline {baseline:?}, after {now:?}",
+        answered.load(Ordering::Relaxed)
+    );
     assert!(settled, "baseline {baseline:?} (threads, fds, RSS KiB), now {now:?}, connected {:?}", connected());
     node_socket.shutdown(std::net::Shutdown::Both).unwrap();
     answering.join().unwrap();
