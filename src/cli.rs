@@ -8,10 +8,16 @@ use std::collections::HashMap;
 use std::fs::File;
 use std::io::Read;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use log::LevelFilter;
 
+use crate::agent::{BUILT_IN, Exec, NodeConfig};
+use crate::client::Endpoint;
 use crate::config::{self, Config, ConfigError, MAX_TOKEN_BYTES, Token};
+use crate::operator::Target;
+use crate::protocol::{MAX_COMMAND_BYTES, MAX_ID_BYTES, MAX_INVOKE_TIMEOUT_MS, MAX_LABEL_BYTES};
+use crate::sysinfo;
 
 /// What the command line asks for.
 pub enum Command {
@@ -25,6 +31,37 @@ pub enum Command {
     Healthcheck {
         /// `http://HOST:PORT/PATH` to probe.
         url: String,
+    },
+    /// Run the built-in node agent.
+    Node(Box<NodeConfig>),
+    /// List the connected nodes.
+    Nodes {
+        /// The gateway.
+        target: Target,
+        /// JSON instead of a table.
+        json: bool,
+    },
+    /// Invoke a command on a node and print its result.
+    Invoke {
+        /// The gateway.
+        target: Target,
+        /// The node id.
+        node: String,
+        /// The command.
+        command: String,
+        /// Its params.
+        params: serde_json::Value,
+        /// How long the node may take.
+        timeout: Duration,
+        /// Print `{"ok":...}` as JSON instead of the bare payload.
+        json: bool,
+    },
+    /// Print presence events until interrupted.
+    Watch {
+        /// The gateway.
+        target: Target,
+        /// JSON lines instead of text.
+        json: bool,
     },
 }
 
@@ -125,6 +162,8 @@ where
         "-V" | "--version" | "version" => Ok(Command::Version),
         "serve" => parse_serve(rest, &env),
         "healthcheck" => parse_healthcheck(rest, &env),
+        "node" => parse_node(rest, &env),
+        "nodes" | "invoke" | "watch" => parse_operator(command, rest, &env),
         other => Err(ConfigError::new("", format!("unknown command {other:?} (see goclaw --help)"))),
     }
 }
@@ -207,6 +246,248 @@ fn healthcheck_help() -> String {
      GOCLAW_METRICS_LISTEN) and exits 0 if it answers 200, 1 otherwise. For Docker's\n\
      HEALTHCHECK and for scripts; needs no shell and no curl.\n"
         .to_string()
+}
+
+/// Default gateway for the client commands (the gateway's default listener).
+const DEFAULT_URL: &str = "ws://127.0.0.1:18789/ws";
+/// Default `--timeout` of `goclaw invoke` and `--exec-timeout` of `goclaw node`.
+const DEFAULT_CLIENT_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// A client command's flag: name, whether it takes a value.
+type ClientFlag = (&'static str, bool);
+
+const CONNECTION_FLAGS: &[ClientFlag] = &[("--url", true), ("--token", true), ("--token-file", true)];
+
+/// Flags and positional arguments of a client command, and the help text to
+/// print for `--help`.
+struct ClientArgs {
+    given: HashMap<&'static str, Vec<String>>,
+    positional: Vec<String>,
+}
+
+/// Splits `args` into known flags and positional arguments. `Ok(None)`:
+/// `--help` was asked for.
+fn client_args(command: &str, args: &[String], flags: &[ClientFlag]) -> Result<Option<ClientArgs>, ConfigError> {
+    let mut parsed = ClientArgs { given: HashMap::new(), positional: Vec::new() };
+    let mut args = args.iter();
+    while let Some(arg) = args.next() {
+        if arg == "-h" || arg == "--help" {
+            return Ok(None);
+        }
+        if !arg.starts_with("--") || arg == "--" {
+            parsed.positional.push(arg.clone());
+            continue;
+        }
+        let (name, inline) = match arg.split_once('=') {
+            Some((name, value)) => (name, Some(value.to_string())),
+            None => (arg.as_str(), None),
+        };
+        let Some(&(flag, takes_value)) = CONNECTION_FLAGS.iter().chain(flags).find(|(f, _)| *f == name) else {
+            return Err(ConfigError::new("", format!("unknown flag {arg:?} (see goclaw {command} --help)")));
+        };
+        let value = match (takes_value, inline) {
+            (true, Some(value)) => value,
+            (true, None) => args.next().cloned().ok_or_else(|| ConfigError::new(flag, "missing value"))?,
+            (false, None) => String::new(),
+            (false, Some(_)) => return Err(ConfigError::new(flag, "takes no value")),
+        };
+        let values = parsed.given.entry(flag).or_default();
+        if !values.is_empty() && flag != "--exec" {
+            return Err(ConfigError::new(flag, "given more than once"));
+        }
+        values.push(value);
+    }
+    Ok(Some(parsed))
+}
+
+/// `--url` (or `GOCLAW_URL`) and the token, as every client command takes them.
+fn client_target<F: Fn(&str) -> Option<String>>(lookup: &Lookup<'_, F>) -> Result<Target, ConfigError> {
+    let endpoint = match lookup.get("--url") {
+        Some((source, url)) => Endpoint::parse(&url).map_err(|why| ConfigError::new(&source, why))?,
+        None => Endpoint::parse(DEFAULT_URL).map_err(|why| ConfigError::new("--url", why))?,
+    };
+    let token = resolve_token(lookup)?.map(|token| token.secret().to_string());
+    Ok(Target { endpoint, token })
+}
+
+/// `goclaw node [FLAGS]`.
+fn parse_node<F>(args: &[String], env: &F) -> Result<Command, ConfigError>
+where
+    F: Fn(&str) -> Option<String>,
+{
+    let flags =
+        [("--id", true), ("--display-name", true), ("--exec", true), ("--exec-timeout", true), ("--log-level", true)];
+    let Some(parsed) = client_args("node", args, &flags)? else { return Ok(Command::Help(node_help())) };
+    if let Some(extra) = parsed.positional.first() {
+        return Err(ConfigError::new("", format!("unexpected argument {extra:?} (see goclaw node --help)")));
+    }
+    let lookup = Lookup { given: &parsed.given, env };
+    let target = client_target(&lookup)?;
+    let id = match lookup.get("--id") {
+        Some((source, id)) => id_value(&source, id, MAX_ID_BYTES)?,
+        None => sysinfo::hostname()
+            .ok_or_else(|| ConfigError::new("--id", "cannot read this machine's host name; give --id"))?,
+    };
+    let display_name = match lookup.get("--display-name") {
+        Some((source, name)) => id_value(&source, name, MAX_LABEL_BYTES)?,
+        None => id.clone(),
+    };
+    let mut exec_values: Vec<(String, String)> = Vec::new();
+    if let Some(values) = parsed.given.get("--exec") {
+        exec_values.extend(values.iter().map(|v| ("--exec".to_string(), v.clone())));
+    } else if let Some((source, value)) = lookup.get("--exec") {
+        exec_values
+            .extend(value.split(',').map(str::trim).filter(|v| !v.is_empty()).map(|v| (source.clone(), v.to_string())));
+    }
+    let mut execs: Vec<Exec> = Vec::new();
+    for (source, value) in exec_values {
+        let exec = parse_exec(&source, &value, env)?;
+        if execs.iter().any(|e| e.name == exec.name) {
+            return Err(ConfigError::new(&source, format!("command {:?} given twice", exec.name)));
+        }
+        execs.push(exec);
+    }
+    let exec_timeout = lookup.parsed("--exec-timeout", DEFAULT_CLIENT_TIMEOUT, parse_client_timeout)?;
+    let log_level = lookup.parsed("--log-level", LevelFilter::Info, parse_level)?;
+    Ok(Command::Node(Box::new(NodeConfig {
+        endpoint: target.endpoint,
+        id,
+        display_name,
+        token: target.token,
+        execs,
+        exec_timeout,
+        log_level,
+    })))
+}
+
+/// A node id or display name: not empty, printable, bounded.
+fn id_value(source: &str, value: String, max: usize) -> Result<String, ConfigError> {
+    if value.is_empty() || value.len() > max || value.chars().any(char::is_control) {
+        return Err(ConfigError::new(source, format!("must be 1 to {max} bytes of printable text")));
+    }
+    Ok(value)
+}
+
+/// `NAME=PROGRAM`: the program must exist now; a bare name is looked up in
+/// `PATH` once, here, so what runs later is exactly what was found.
+fn parse_exec<F: Fn(&str) -> Option<String>>(source: &str, value: &str, env: &F) -> Result<Exec, ConfigError> {
+    let Some((name, program)) = value.split_once('=') else {
+        return Err(ConfigError::new(source, format!("{value:?}: expected NAME=PROGRAM")));
+    };
+    if name.is_empty() || name.len() > MAX_COMMAND_BYTES || !name.bytes().all(|b| b.is_ascii_graphic()) {
+        return Err(ConfigError::new(
+            source,
+            format!("{name:?}: a command name is 1 to {MAX_COMMAND_BYTES} printable ASCII bytes"),
+        ));
+    }
+    if BUILT_IN.contains(&name) {
+        return Err(ConfigError::new(source, format!("{name:?} is a built-in command")));
+    }
+    let found = if program.contains('/') {
+        Some(PathBuf::from(program)).filter(|p| p.is_file())
+    } else {
+        env("PATH").and_then(|path| {
+            path.split(':').filter(|dir| !dir.is_empty()).map(|dir| Path::new(dir).join(program)).find(|p| p.is_file())
+        })
+    };
+    let program = found
+        .and_then(|p| std::fs::canonicalize(p).ok())
+        .ok_or_else(|| ConfigError::new(source, format!("{name}: program {program:?} not found")))?;
+    Ok(Exec { name: name.to_string(), program })
+}
+
+fn parse_client_timeout(source: &str, text: &str) -> Result<Duration, ConfigError> {
+    let timeout = config::parse_duration(source, text)?;
+    if timeout.is_zero() || timeout > Duration::from_millis(MAX_INVOKE_TIMEOUT_MS) {
+        return Err(ConfigError::new(source, format!("must be between 1ms and {}s", MAX_INVOKE_TIMEOUT_MS / 1000)));
+    }
+    Ok(timeout)
+}
+
+/// `goclaw nodes`, `goclaw invoke NODE COMMAND [PARAMS_JSON]`, `goclaw watch`.
+fn parse_operator<F>(command: &str, args: &[String], env: &F) -> Result<Command, ConfigError>
+where
+    F: Fn(&str) -> Option<String>,
+{
+    let flags: &[ClientFlag] =
+        if command == "invoke" { &[("--json", false), ("--timeout", true)] } else { &[("--json", false)] };
+    let Some(parsed) = client_args(command, args, flags)? else { return Ok(Command::Help(operator_help(command))) };
+    let lookup = Lookup { given: &parsed.given, env };
+    let target = client_target(&lookup)?;
+    let json = parsed.given.contains_key("--json");
+    let positional = &parsed.positional;
+    match command {
+        "invoke" => {
+            let (node, command, params) = match positional.as_slice() {
+                [node, command] => (node, command, serde_json::Value::Null),
+                [node, command, params] => {
+                    let params = serde_json::from_str(params)
+                        .map_err(|e| ConfigError::new("PARAMS_JSON", format!("not valid JSON: {e}")))?;
+                    (node, command, params)
+                }
+                _ => {
+                    return Err(ConfigError::new(
+                        "",
+                        "usage: goclaw invoke NODE COMMAND [PARAMS_JSON] (see goclaw invoke --help)",
+                    ));
+                }
+            };
+            let timeout = lookup.parsed("--timeout", DEFAULT_CLIENT_TIMEOUT, parse_client_timeout)?;
+            Ok(Command::Invoke { target, node: node.clone(), command: command.clone(), params, timeout, json })
+        }
+        _ if !positional.is_empty() => {
+            Err(ConfigError::new("", format!("unexpected argument {:?} (see goclaw {command} --help)", positional[0])))
+        }
+        "nodes" => Ok(Command::Nodes { target, json }),
+        _ => Ok(Command::Watch { target, json }),
+    }
+}
+
+const CONNECTION_HELP: &str = "  --url URL            the gateway (variable GOCLAW_URL; default: ws://127.0.0.1:18789/ws)\n  \
+     --token TOKEN        its token (variable GOCLAW_TOKEN)\n  \
+     --token-file PATH    read the token from a file (variable GOCLAW_TOKEN_FILE; $CREDENTIALS_DIRECTORY/token\n                       is used when present)\n";
+
+fn node_help() -> String {
+    format!(
+        "usage: goclaw node [FLAGS]\n\n\
+         Connects this machine to a gateway as a node and answers device.status, system.info and\n\
+         echo, plus the programs listed with --exec. Reconnects when the gateway goes away\n\
+         (exponential backoff with jitter, at most 30 s; after a graceful gateway shutdown, when\n\
+         the gateway said it would be back). SIGINT or SIGTERM: closes and exits 0.\n\n{CONNECTION_HELP}  \
+         --id ID              the node id (default: the host name)\n  \
+         --display-name NAME  the name operators see (default: the id)\n  \
+         --exec NAME=PROGRAM  expose PROGRAM as command NAME; repeatable (variable GOCLAW_EXEC: comma-separated).\n                       \
+         It gets the params as JSON on stdin; its stdout, JSON, is the result\n                       \
+         (at most 256 KiB); a non-zero exit is an error. No shell, no arguments.\n  \
+         --exec-timeout DUR   longest a program may run (default: 30s; the invoke's timeout may be shorter)\n  \
+         --log-level LEVEL    error, warn, info, debug or trace (default: info)\n"
+    )
+}
+
+fn operator_help(command: &str) -> String {
+    let (usage, what, extra) = match command {
+        "invoke" => (
+            "goclaw invoke NODE COMMAND [PARAMS_JSON] [FLAGS]",
+            "Runs COMMAND on NODE and prints the result payload: pretty JSON on a terminal, compact\n\
+             otherwise. A gateway or node error prints CODE: message on stderr and exits 1; bad usage\n\
+             exits 2; no gateway to talk to exits 3.",
+            "  --timeout DUR        how long the node may take (default: 30s, at most 600s)\n  \
+             --json               print {\"ok\":true,\"payload\":...} or {\"ok\":false,\"error\":...} on stdout\n",
+        ),
+        "nodes" => (
+            "goclaw nodes [FLAGS]",
+            "Lists the connected nodes: id, name, platform, version, commands and how long ago each\n\
+             connected. Exits 1 on a gateway error, 2 on bad usage, 3 if the gateway cannot be reached.",
+            "  --json               print the list as JSON\n",
+        ),
+        _ => (
+            "goclaw watch [FLAGS]",
+            "Prints a line each time a node connects or leaves, until interrupted (exit 0) or the\n\
+             gateway goes away (exit 3).",
+            "  --json               print each presence event as a JSON line\n",
+        ),
+    };
+    format!("usage: {usage}\n\n{what}\n\n{CONNECTION_HELP}{extra}")
 }
 
 /// Where a value came from, for error messages: the flag or the variable.
@@ -364,8 +645,13 @@ fn top_help() -> String {
     format!(
         "goclaw {} — a small WebSocket gateway between nodes and operators\n\n\
          usage:\n  goclaw serve [FLAGS]   run the gateway (goclaw serve --help lists the flags)\n  \
+         goclaw node [FLAGS]    connect this machine to a gateway as a node\n  \
+         goclaw nodes           list the connected nodes\n  \
+         goclaw invoke NODE COMMAND [PARAMS_JSON]\n                         run a command on a node and print its result\n  \
+         goclaw watch           print nodes connecting and leaving until interrupted\n  \
          goclaw healthcheck     probe a running gateway's /healthz (exit 0 or 1)\n  \
-         goclaw --version       print the version\n  goclaw --help          print this text\n",
+         goclaw --version       print the version\n  goclaw --help          print this text\n\n\
+         Each command takes --help.\n",
         env!("CARGO_PKG_VERSION")
     )
 }

@@ -231,6 +231,11 @@ impl Token {
         Ok(Token(token))
     }
 
+    /// The token itself, for a client to present.
+    pub fn secret(&self) -> &str {
+        &self.0
+    }
+
     /// Compares a presented token with this one in time that depends only on
     /// the length of the presented token, never on where the first differing
     /// byte is (no early exit).

@@ -34,7 +34,9 @@
 #![forbid(unsafe_code)]
 #![deny(missing_docs, unused_must_use)]
 
+mod agent;
 mod cli;
+mod client;
 mod config;
 mod conn;
 pub mod fuzz;
@@ -45,6 +47,7 @@ mod logging;
 mod metrics;
 mod net;
 mod notify;
+mod operator;
 mod outbox;
 mod process;
 mod protocol;
@@ -53,11 +56,15 @@ mod server;
 mod sha1;
 mod shared;
 mod status;
+mod sysinfo;
 
+pub use agent::{Exec, NodeConfig, Stop, run as run_node};
 pub use cli::{Command, parse as parse_args};
+pub use client::{ClientError, Endpoint};
 pub use config::{Config, ConfigError, Token};
 pub use conn::CONN_STACK_BYTES;
 pub use logging::{JsonLog, LOG_FILE_NAME, LogLimits, Logs, init as init_logging, json_line};
 pub use metrics::{CONTENT_TYPE as METRICS_CONTENT_TYPE, Direction, ErrorType, InvokeOutcome, Metrics, MsgType};
+pub use operator::{EXIT_CONNECTION, EXIT_GATEWAY_ERROR, EXIT_USAGE, Target, invoke, nodes, watch};
 pub use server::{Gateway, ShutdownReport, StartError};
 pub use status::probe as probe_health;

@@ -2,6 +2,9 @@
 //! SIGINT or SIGTERM, shuts it down in order and exits 0. A second signal
 //! exits 130 at once. Bad input exits 2, a failed start 1, each with one line.
 //! `goclaw healthcheck` probes a running gateway and exits 0 or 1.
+//! `goclaw node` runs the node agent until SIGINT or SIGTERM (exit 0);
+//! `goclaw nodes`, `invoke` and `watch` exit 0, 1 for an error answer, 2 for
+//! bad usage and 3 when the gateway cannot be reached.
 
 #![forbid(unsafe_code)]
 
@@ -11,7 +14,10 @@ use std::sync::mpsc;
 
 use std::time::Duration;
 
-use goclaw::{Command, Config, Gateway, LogLimits};
+use std::io::{IsTerminal, Write};
+use std::sync::Arc;
+
+use goclaw::{ClientError, Command, Config, EXIT_CONNECTION, EXIT_GATEWAY_ERROR, Gateway, LogLimits, Stop};
 
 /// Everything `goclaw healthcheck` does must fit in this (Docker's default
 /// HEALTHCHECK timeout is 30 s; ours uses 5 s).
@@ -40,9 +46,81 @@ fn main() -> ExitCode {
                 ExitCode::FAILURE
             }
         },
+        Ok(Command::Node(config)) => {
+            let logs = match goclaw::init_logging(config.log_level, None, LogLimits::default()) {
+                Ok(logs) => logs,
+                Err(e) => {
+                    eprintln!("goclaw: cannot set up logging: {e}");
+                    return ExitCode::FAILURE;
+                }
+            };
+            let Some(stop) = stop_on_signal() else { return ExitCode::FAILURE };
+            goclaw::run_node(&config, &stop);
+            logs.finish();
+            ExitCode::SUCCESS
+        }
+        Ok(Command::Nodes { target, json }) => client_exit(goclaw::nodes(&target, json, &mut std::io::stdout())),
+        Ok(Command::Invoke { target, node, command, params, timeout, json }) => {
+            let answer = goclaw::invoke(&target, &node, &command, params, timeout);
+            let mut out = std::io::stdout();
+            let printed = match (&answer, json) {
+                (Ok(payload), false) if out.is_terminal() => serde_json::to_string_pretty(payload).ok(),
+                (Ok(payload), false) => Some(payload.to_string()),
+                (Ok(payload), true) => Some(serde_json::json!({"ok": true, "payload": payload}).to_string()),
+                (Err(ClientError::Gateway { code, message }), true) => {
+                    Some(serde_json::json!({"ok": false, "error": {"code": code, "message": message}}).to_string())
+                }
+                (Err(_), _) => None,
+            };
+            if let Some(text) = printed {
+                let _ = writeln!(out, "{text}");
+            }
+            client_exit(answer.map(|_| ()))
+        }
+        Ok(Command::Watch { target, json }) => {
+            let Some(stop) = stop_on_signal() else { return ExitCode::FAILURE };
+            client_exit(goclaw::watch(&target, json, &stop, &mut std::io::stdout()))
+        }
         Err(e) => {
             eprintln!("goclaw: {e}");
             ExitCode::from(2)
+        }
+    }
+}
+
+/// The exit status of an operator command, its error on stderr: the
+/// gateway's `CODE: message` (1) or what kept us from talking to it (3).
+fn client_exit(result: Result<(), ClientError>) -> ExitCode {
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e @ ClientError::Gateway { .. }) => {
+            eprintln!("{e}");
+            ExitCode::from(EXIT_GATEWAY_ERROR)
+        }
+        Err(e) => {
+            eprintln!("goclaw: {e}");
+            ExitCode::from(EXIT_CONNECTION)
+        }
+    }
+}
+
+/// A stop request set by the first SIGINT or SIGTERM; the second exits 130.
+fn stop_on_signal() -> Option<Arc<Stop>> {
+    let stop = Arc::new(Stop::default());
+    let setter = stop.clone();
+    let count = AtomicUsize::new(0);
+    let installed = ctrlc::set_handler(move || {
+        if count.fetch_add(1, Ordering::SeqCst) == 0 {
+            setter.set();
+        } else {
+            std::process::exit(130);
+        }
+    });
+    match installed {
+        Ok(()) => Some(stop),
+        Err(e) => {
+            eprintln!("goclaw: cannot install the signal handler: {e}");
+            None
         }
     }
 }

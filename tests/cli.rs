@@ -1,0 +1,313 @@
+//! The binary in all three roles against a live gateway: `goclaw node` as a
+//! node, `goclaw nodes`, `invoke` and `watch` as operators; every exit code
+//! they document, and a node that survives its gateway restarting.
+
+mod support;
+
+use std::io::{BufRead, BufReader};
+use std::net::{SocketAddr, TcpListener};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::mpsc::{self, Receiver};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use nix::sys::signal::Signal;
+use serde_json::{Value, json};
+use support::*;
+
+fn url(addr: SocketAddr) -> String {
+    format!("ws://{addr}/ws")
+}
+
+/// Runs `goclaw ARGS` to completion with a clean environment plus `env`.
+fn goclaw(args: &[&str], env: &[(&str, &str)]) -> Output {
+    let mut command = Command::new(BIN);
+    command.args(args).env_clear().env("PATH", std::env::var("PATH").unwrap_or_default());
+    for (key, value) in env {
+        command.env(key, value);
+    }
+    command.output().unwrap()
+}
+
+fn stdout(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+fn stderr(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stderr).into_owned()
+}
+
+/// `goclaw nodes --json` against `addr`: the listed node ids.
+fn listed(addr: SocketAddr) -> Vec<String> {
+    let output = goclaw(&["nodes", "--json", "--url", &url(addr), "--token", TOKEN], &[]);
+    assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
+    let nodes: Value = serde_json::from_str(&stdout(&output)).unwrap();
+    nodes.as_array().unwrap().iter().map(|n| n["nodeId"].as_str().unwrap().to_string()).collect()
+}
+
+/// A background `goclaw` process and its stderr lines.
+struct Background {
+    child: Child,
+    lines: Receiver<String>,
+}
+
+impl Background {
+    fn start(args: &[&str]) -> Background {
+        let mut child = Command::new(BIN)
+            .args(args)
+            .env_clear()
+            .env("PATH", std::env::var("PATH").unwrap_or_default())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let (tx, lines) = mpsc::channel();
+        for pipe in [
+            Box::new(child.stdout.take().unwrap()) as Box<dyn std::io::Read + Send>,
+            Box::new(child.stderr.take().unwrap()),
+        ] {
+            let tx = tx.clone();
+            thread::spawn(move || {
+                for line in BufReader::new(pipe).lines().map_while(Result::ok) {
+                    let _ = tx.send(line);
+                }
+            });
+        }
+        Background { child, lines }
+    }
+
+    /// The first line containing `needle`, within `limit`.
+    fn line(&self, needle: &str, limit: Duration) -> String {
+        let until = Instant::now() + limit;
+        loop {
+            let left = until.saturating_duration_since(Instant::now());
+            let line = self.lines.recv_timeout(left).unwrap_or_else(|_| panic!("no line with {needle:?}"));
+            if line.contains(needle) {
+                return line;
+            }
+        }
+    }
+
+    fn signal(&self, signal: Signal) {
+        nix::sys::signal::kill(nix::unistd::Pid::from_raw(self.child.id() as i32), signal).unwrap();
+    }
+
+    /// Exit status, failing the test if the process outlives `limit`.
+    fn wait(&mut self, limit: Duration) -> Option<i32> {
+        let until = Instant::now() + limit;
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status.code();
+            }
+            assert!(Instant::now() < until, "still running after {limit:?}");
+            thread::sleep(Duration::from_millis(10));
+        }
+    }
+}
+
+impl Drop for Background {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn start_node(addr: SocketAddr, id: &str, extra: &[&str]) -> Background {
+    let url = url(addr);
+    let mut args = vec!["node", "--url", &url, "--token", TOKEN, "--id", id];
+    args.extend_from_slice(extra);
+    let node = Background::start(&args);
+    node.line("connected to the gateway", READ_LIMIT);
+    node
+}
+
+/// An executable script in a fresh directory.
+fn script(name: &str, body: &str) -> String {
+    let dir = std::env::temp_dir().join(format!("goclaw-cli-test-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join(name);
+    std::fs::write(&path, format!("#!/bin/sh\n{body}\n")).unwrap();
+    std::fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    path.to_str().unwrap().to_string()
+}
+
+#[test]
+fn a_node_started_from_the_binary_is_listed_and_answers() {
+    let gateway = serve_binary(&[]);
+    let addr = gateway.addr;
+    let params = format!("params={}", script("params", "cat"));
+    let mut node = start_node(addr, "box-1", &["--display-name", "Box One", "--exec", &params]);
+    assert_eq!(listed(addr), ["box-1"]);
+
+    let output = goclaw(&["nodes"], &[("GOCLAW_URL", &url(addr)), ("GOCLAW_TOKEN", TOKEN)]);
+    assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
+    let table = stdout(&output);
+    assert!(table.starts_with("ID     NAME     PLATFORM"), "{table}");
+    assert!(
+        table.contains("box-1  Box One  linux") && table.contains("device.status,echo,params,system.info"),
+        "{table}"
+    );
+
+    let env = [("GOCLAW_URL", url(addr)), ("GOCLAW_TOKEN", TOKEN.to_string())];
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let output = goclaw(&["invoke", "box-1", "device.status"], &env);
+    assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
+    let status: Value = serde_json::from_str(&stdout(&output)).unwrap();
+    assert!(status["uptimeSeconds"].as_f64().unwrap() > 0.0, "{status}");
+    assert!(status["memory"]["totalBytes"].as_u64().unwrap() > status["memory"]["availableBytes"].as_u64().unwrap());
+    assert!(status["rootFilesystem"]["totalBytes"].as_u64().unwrap() > 0, "{status}");
+    assert_eq!(status["loadAverage"].as_array().unwrap().len(), 3, "{status}");
+
+    let output = goclaw(&["invoke", "box-1", "system.info", "--json"], &env);
+    let answer: Value = serde_json::from_str(&stdout(&output)).unwrap();
+    assert_eq!(answer["ok"], true, "{answer}");
+    assert_eq!(answer["payload"]["arch"], std::env::consts::ARCH);
+    assert_eq!(answer["payload"]["goclawVersion"], env!("CARGO_PKG_VERSION"));
+
+    let output = goclaw(&["invoke", "box-1", "echo", r#"{"a":[1,"x"]}"#], &env);
+    assert_eq!(stdout(&output).trim(), r#"{"a":[1,"x"]}"#);
+    let output = goclaw(&["invoke", "box-1", "params", r#"{"b":2}"#], &env);
+    assert_eq!(stdout(&output).trim(), r#"{"b":2}"#);
+
+    // SIGTERM: a close handshake and exit 0; the gateway lists nobody.
+    node.signal(Signal::SIGTERM);
+    assert_eq!(node.wait(Duration::from_secs(5)), Some(0));
+    assert!(wait_for(Duration::from_secs(5), || listed(addr).is_empty()));
+}
+
+#[test]
+fn every_exit_code() {
+    let gateway = serve_binary(&[]);
+    let addr = gateway.addr;
+    let slow = format!("slow={}", script("slow", "sleep 5"));
+    let fails = format!("fails={}", script("fails", "echo 'disk on fire' >&2; exit 4"));
+    let _node = start_node(addr, "box-2", &["--exec", &slow, "--exec", &fails]);
+    let url = url(addr);
+    let with_token = |args: &[&str]| {
+        let mut all: Vec<&str> = args.to_vec();
+        all.extend_from_slice(&["--url", &url, "--token", TOKEN]);
+        goclaw(&all, &[])
+    };
+    // 0 for an answer.
+    assert_eq!(with_token(&["invoke", "box-2", "echo"]).status.code(), Some(0));
+    // 1 for an error answer, as CODE: message on stderr.
+    let cases = [
+        (vec!["invoke", "nobody", "echo"], "NODE_NOT_FOUND: "),
+        (vec!["invoke", "box-2", "reboot"], "UNKNOWN_COMMAND: "),
+        (vec!["invoke", "box-2", "slow", "--timeout", "300ms"], "TIMEOUT: "),
+        (vec!["invoke", "box-2", "fails"], "EXEC_FAILED: fails failed"),
+    ];
+    for (args, prefix) in cases {
+        let output = with_token(&args);
+        assert_eq!(output.status.code(), Some(1), "{args:?}: {}", stderr(&output));
+        assert!(stderr(&output).starts_with(prefix), "{args:?}: {}", stderr(&output));
+        assert_eq!(stdout(&output), "", "{args:?}");
+    }
+    let output = with_token(&["invoke", "box-2", "fails", "--json"]);
+    let answer: Value = serde_json::from_str(&stdout(&output)).unwrap();
+    assert_eq!((answer["ok"].clone(), answer["error"]["code"].clone()), (json!(false), json!("EXEC_FAILED")));
+    assert!(answer["error"]["message"].as_str().unwrap().contains("disk on fire"), "{answer}");
+    let output = goclaw(&["nodes", "--url", &url, "--token", "wrong"], &[]);
+    assert_eq!(output.status.code(), Some(1));
+    assert!(stderr(&output).starts_with("UNAUTHORIZED: "), "{}", stderr(&output));
+
+    // 2 for bad usage, one line on stderr.
+    for args in [
+        vec!["invoke", "box-2"],
+        vec!["invoke", "box-2", "echo", "{not json"],
+        vec!["invoke", "box-2", "echo", "--timeout", "0s"],
+        vec!["nodes", "--nope"],
+        vec!["nodes", "extra"],
+        vec!["watch", "--url", "http://x"],
+        vec!["node", "--exec", "echo=/bin/cat"],
+        vec!["node", "--exec", "x=/nonexistent/program"],
+    ] {
+        let output = goclaw(&args, &[]);
+        assert_eq!(output.status.code(), Some(2), "{args:?}: {}", stderr(&output));
+        assert_eq!(stderr(&output).lines().count(), 1, "{args:?}: {}", stderr(&output));
+    }
+
+    // 3 when there is no gateway to talk to.
+    let closed = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
+    for command in ["nodes", "watch"] {
+        let output = goclaw(&[command, "--url", &format!("ws://{closed}/ws")], &[]);
+        assert_eq!(output.status.code(), Some(3), "{command}: {}", stderr(&output));
+        assert!(stderr(&output).contains("cannot connect"), "{}", stderr(&output));
+    }
+    let output = goclaw(&["invoke", "box-2", "echo"], &[("GOCLAW_URL", &format!("ws://{closed}/ws"))]);
+    assert_eq!(output.status.code(), Some(3), "{}", stderr(&output));
+    // Help is not an error.
+    for command in ["node", "nodes", "invoke", "watch"] {
+        let output = goclaw(&[command, "--help"], &[]);
+        assert_eq!(output.status.code(), Some(0));
+        assert!(stdout(&output).starts_with(&format!("usage: goclaw {command}")), "{}", stdout(&output));
+    }
+}
+
+#[test]
+fn watch_prints_nodes_arriving_and_leaving() {
+    let gateway = serve_binary(&[]);
+    let addr = gateway.addr;
+    let mut watch = Background::start(&["watch", "--url", &url(addr), "--token", TOKEN]);
+    // The watcher is connected once the gateway counts two clients... it
+    // has no line of its own to wait for, so poll the health payload.
+    assert!(wait_for(READ_LIMIT, || {
+        let mut op = operator(addr);
+        request(&mut op, "h", "health", json!(null));
+        recv_res(&mut op, "h")["payload"]["connections"] == 2
+    }));
+    let mut node = start_node(addr, "box-3", &[]);
+    assert!(watch.line("box-3", READ_LIMIT).contains("connected"));
+    node.signal(Signal::SIGTERM);
+    assert_eq!(node.wait(Duration::from_secs(5)), Some(0));
+    let line = watch.line("box-3", READ_LIMIT);
+    assert!(line.contains("disconnected"), "{line}");
+    watch.signal(Signal::SIGINT);
+    assert_eq!(watch.wait(Duration::from_secs(5)), Some(0));
+}
+
+/// A port free now, for a gateway that must come back on the same one.
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+#[test]
+fn the_node_survives_its_gateway_restarting() {
+    let port = free_port();
+    let listen = format!("127.0.0.1:{port}");
+    let serve = || {
+        let mut command = Command::new(BIN);
+        command
+            .args(["serve", "--listen", &listen, "--metrics-listen", "127.0.0.1:0", "--token", TOKEN])
+            .env_clear()
+            .env("HOME", std::env::temp_dir());
+        Running::start(command)
+    };
+    let mut gateway = serve();
+    let addr = gateway.addr;
+    let node = start_node(addr, "box-4", &[]);
+    assert_eq!(listed(addr), ["box-4"]);
+
+    // A graceful restart: the node waits the restartExpectedMs (5 s) the
+    // shutdown event announced, then comes back.
+    gateway.signal(Signal::SIGTERM);
+    assert_eq!(gateway.wait(Duration::from_secs(10)), 0);
+    node.line("restartExpectedMs", READ_LIMIT);
+    let mut gateway = serve();
+    let restarted = Instant::now();
+    node.line("connected to the gateway", Duration::from_secs(10));
+    assert!(restarted.elapsed() < Duration::from_secs(7), "{:?}", restarted.elapsed());
+    assert_eq!(listed(addr), ["box-4"]);
+
+    // A crash: no shutdown event; the node retries with backoff and is back
+    // within a few seconds of the gateway.
+    gateway.signal(Signal::SIGKILL);
+    gateway.wait(Duration::from_secs(5));
+    node.line("connection to the gateway lost", READ_LIMIT);
+    node.line("cannot connect to the gateway", READ_LIMIT);
+    let _gateway = serve();
+    let restarted = Instant::now();
+    node.line("connected to the gateway", Duration::from_secs(10));
+    assert!(restarted.elapsed() < Duration::from_secs(5), "{:?}", restarted.elapsed());
+    assert_eq!(listed(addr), ["box-4"]);
+}
