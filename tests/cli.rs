@@ -78,14 +78,7 @@ impl Background {
 
     /// The first line containing `needle`, within `limit`.
     fn line(&self, needle: &str, limit: Duration) -> String {
-        let until = Instant::now() + limit;
-        loop {
-            let left = until.saturating_duration_since(Instant::now());
-            let line = self.lines.recv_timeout(left).unwrap_or_else(|_| panic!("no line with {needle:?}"));
-            if line.contains(needle) {
-                return line;
-            }
-        }
+        line_with(&self.lines, needle, limit)
     }
 
     fn signal(&self, signal: Signal) {
@@ -94,14 +87,7 @@ impl Background {
 
     /// Exit status, failing the test if the process outlives `limit`.
     fn wait(&mut self, limit: Duration) -> Option<i32> {
-        let until = Instant::now() + limit;
-        loop {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                return status.code();
-            }
-            assert!(Instant::now() < until, "still running after {limit:?}");
-            thread::sleep(Duration::from_millis(10));
-        }
+        wait_exit(&mut self.child, limit)
     }
 }
 

@@ -301,14 +301,7 @@ impl Running {
 
     /// The first stderr line containing `needle`.
     pub fn wait_line(&mut self, needle: &str) -> String {
-        let until = Instant::now() + READ_LIMIT;
-        loop {
-            let left = until.saturating_duration_since(Instant::now());
-            let line = self.lines.recv_timeout(left).unwrap_or_else(|_| panic!("no line with {needle:?}"));
-            if line.contains(needle) {
-                return line;
-            }
-        }
+        line_with(&self.lines, needle, READ_LIMIT)
     }
 
     /// The stderr lines not consumed yet.
@@ -334,14 +327,33 @@ impl Running {
 
     /// Exit status, failing the test if the process outlives `limit`.
     pub fn wait(&mut self, limit: Duration) -> i32 {
-        let until = Instant::now() + limit;
-        loop {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                return status.code().unwrap_or(-1);
-            }
-            assert!(Instant::now() < until, "process still running after {limit:?}");
-            thread::sleep(Duration::from_millis(10));
+        wait_exit(&mut self.child, limit).unwrap_or(-1)
+    }
+}
+
+/// The first line from `lines` containing `needle`, failing the test if
+/// none comes within `limit`.
+pub fn line_with(lines: &Receiver<String>, needle: &str, limit: Duration) -> String {
+    let until = Instant::now() + limit;
+    loop {
+        let left = until.saturating_duration_since(Instant::now());
+        let line = lines.recv_timeout(left).unwrap_or_else(|_| panic!("no line with {needle:?}"));
+        if line.contains(needle) {
+            return line;
         }
+    }
+}
+
+/// A child's exit code (`None` if a signal ended it), failing the test if
+/// it outlives `limit`.
+pub fn wait_exit(child: &mut Child, limit: Duration) -> Option<i32> {
+    let until = Instant::now() + limit;
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            return status.code();
+        }
+        assert!(Instant::now() < until, "process still running after {limit:?}");
+        thread::sleep(Duration::from_millis(10));
     }
 }
 
