@@ -165,8 +165,11 @@ struct FileSink {
 }
 
 impl Log for Logger {
+    /// Our own lines only, for both sinks: dependencies log every frame at
+    /// trace (tungstenite prints the text, `connect`'s token included).
+    /// The console's `add_filter_allow_str` filters only the console.
     fn enabled(&self, metadata: &Metadata<'_>) -> bool {
-        self.console.enabled(metadata)
+        metadata.target().starts_with("goclaw") && self.console.enabled(metadata)
     }
 
     fn log(&self, record: &Record<'_>) {

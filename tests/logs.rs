@@ -110,12 +110,13 @@ fn survives_its_directory_vanishing_and_refuses_an_unwritable_one() {
 
 const SECRET: &str = "s3cret-token-that-must-not-leak";
 
-/// Runs the binary with `state_dir` and extra env, lets a few clients come
-/// and go (one with a wrong token), SIGTERMs it; returns its stderr.
-fn run_binary(state_dir: &Path, env: &[(&str, &str)]) -> String {
+/// Runs the binary with `state_dir`, `level` and extra env, lets a few
+/// clients come and go (one with a wrong token), SIGTERMs it; returns its
+/// stderr.
+fn run_binary(state_dir: &Path, level: &str, env: &[(&str, &str)]) -> String {
     let mut command = Command::new(BIN);
     command
-        .args(["serve", "--listen", "127.0.0.1:0", "--metrics-listen", "127.0.0.1:0", "--log-level", "debug"])
+        .args(["serve", "--listen", "127.0.0.1:0", "--metrics-listen", "127.0.0.1:0", "--log-level", level])
         .args(["--state-dir", state_dir.to_str().unwrap()])
         .env_clear()
         .env("GOCLAW_TOKEN", SECRET)
@@ -162,7 +163,7 @@ fn recv_close_quietly(ws: &mut Client) -> Option<()> {
 #[test]
 fn the_binary_writes_json_lines_with_fields_and_ends_with_a_clean_shutdown_line() {
     let dir = temp_dir("binary");
-    let stderr = run_binary(&dir, &[]);
+    let stderr = run_binary(&dir, "debug", &[]);
     let text = fs::read_to_string(dir.join("logs/goclaw.log")).unwrap();
     let lines: Vec<Value> =
         text.lines().map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}"))).collect();
@@ -190,11 +191,24 @@ fn the_binary_writes_json_lines_with_fields_and_ends_with_a_clean_shutdown_line(
 }
 
 #[test]
+fn at_trace_level_the_file_still_holds_only_our_lines_and_never_the_token() {
+    let dir = temp_dir("trace");
+    let stderr = run_binary(&dir, "trace", &[]);
+    let text = fs::read_to_string(dir.join("logs/goclaw.log")).unwrap();
+    for line in text.lines() {
+        let line: Value = serde_json::from_str(line).unwrap();
+        assert!(line["target"].as_str().unwrap().starts_with("goclaw"), "a dependency's line: {line}");
+    }
+    assert!(!text.contains(SECRET) && !stderr.contains(SECRET), "the token leaked");
+    fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
 fn an_unwritable_state_dir_is_one_warning_then_console_only() {
     let dir = temp_dir("unwritable");
     let file = dir.join("not-a-dir");
     fs::write(&file, "").unwrap();
-    let stderr = run_binary(&file, &[]);
+    let stderr = run_binary(&file, "debug", &[]);
     let warnings: Vec<&str> = stderr.lines().filter(|l| l.contains("cannot write logs")).collect();
     assert_eq!(warnings.len(), 1, "{stderr}");
     assert!(stderr.contains("shutdown complete"), "{stderr}");
@@ -204,7 +218,7 @@ fn an_unwritable_state_dir_is_one_warning_then_console_only() {
 #[test]
 fn under_journald_console_lines_carry_no_timestamp() {
     let dir = temp_dir("journald");
-    let stderr = run_binary(&dir, &[("JOURNAL_STREAM", "8:12345")]);
+    let stderr = run_binary(&dir, "debug", &[("JOURNAL_STREAM", "8:12345")]);
     let listening = stderr.lines().find(|l| l.contains("listening")).unwrap();
     assert!(listening.starts_with("[INFO]"), "{listening}");
     assert!(!stderr.contains('\u{1b}'), "no colour escapes");
