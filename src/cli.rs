@@ -721,6 +721,7 @@ mod tests {
             (&["serve", "--ping-period", "70s"], &[], "--ping-period"),
             (&["serve", "--max-connections", "0"], &[], "--max-connections"),
             (&["serve", "--rate-limit", "-1"], &[], "--rate-limit"),
+            (&["serve", "--message-rate", "1e-20"], &[], "--message-rate"),
             (&["serve", "--log-level", "loud"], &[], "--log-level"),
             (&["serve", "--listen", "a", "--listen", "b"], &[], "--listen"),
             (&["serve", "--nope"], &[], ""),

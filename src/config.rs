@@ -13,6 +13,10 @@ use log::LevelFilter;
 
 /// Smallest accepted `--max-message-size`: a `connect` request must fit.
 pub const MIN_MESSAGE_BYTES: usize = 1024;
+/// Slowest `--rate-limit` and `--message-rate`: one per 1,000 s. The token
+/// buckets turn `1 / rate` into a `Duration` and add it to an `Instant`;
+/// a rate of 1e-20 would overflow both and panic the thread that asked.
+pub const MIN_RATE_PER_SEC: f64 = 0.001;
 /// Largest accepted `--max-message-size` (64 MiB): one message of this size
 /// may be buffered per connection, so a bigger limit is a memory hazard on a
 /// small board, not a feature.
@@ -183,8 +187,8 @@ impl Config {
         }
         let rates = [("--rate-limit", self.rate_limit_per_sec), ("--message-rate", self.message_rate_per_sec)];
         for (flag, rate) in rates {
-            if !(rate.is_finite() && rate > 0.0) {
-                return Err(ConfigError::new(flag, "must be a number greater than zero"));
+            if !(rate.is_finite() && rate >= MIN_RATE_PER_SEC) {
+                return Err(ConfigError::new(flag, format!("must be a number of at least {MIN_RATE_PER_SEC}")));
             }
         }
         for (flag, burst) in [("--rate-burst", self.rate_burst), ("--message-burst", self.message_burst)] {
