@@ -397,11 +397,12 @@ impl Hub {
     pub fn expire(&self, now: Instant) -> Vec<Pending> {
         let mut inner = self.inner.lock();
         let mut expired = Vec::new();
-        while let Some(&(deadline, id)) = inner.deadlines.first() {
-            if deadline > now {
-                break;
+        while inner.deadlines.first().is_some_and(|&(deadline, _)| deadline <= now) {
+            // Popped first: an entry without its pending invoke (impossible
+            // today) could otherwise stop this loop from ever ending.
+            if let Some((_, id)) = inner.deadlines.pop_first() {
+                expired.extend(inner.take_pending(id));
             }
-            expired.extend(inner.take_pending(id));
         }
         expired
     }
