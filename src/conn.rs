@@ -231,11 +231,8 @@ fn session(shared: &Arc<Shared>, conn: &Arc<Conn>, guard: &mut ConnGuard) -> End
         guard.node_id = Some(hello.client.id.clone());
     }
     shared.respond_ok(conn, &request_id, &hello_ok(shared, conn));
-    conn.mark_greeted();
-    // Shutdown may have taken its snapshot before we were greeted; then it
-    // left this connection to notify itself (exactly once: see claim_shutdown).
-    if shared.is_draining() {
-        return close_for_shutdown(shared, conn, &mut ws);
+    if let Some(end) = greeted(shared, conn, &mut ws) {
+        return end;
     }
     if let Some(replaced) = replaced {
         displace(shared, replaced, &hello.client.id);
@@ -446,9 +443,13 @@ fn displace(shared: &Shared, replaced: Replaced, node_id: &str) {
 /// the same outbox, deadlines and limits as the gateway's requests.
 #[inline(never)]
 fn echo(shared: &Arc<Shared>, conn: &Arc<Conn>, ws: &mut Ws) -> End {
-    // Registered like an operator, so the heartbeat pings it and shutdown reaches it.
+    // Registered and greeted like an operator, so the heartbeat pings it
+    // and shutdown reaches it.
     if shared.hub.join_operator(conn).is_err() {
         return close_for_shutdown(shared, conn, ws);
+    }
+    if let Some(end) = greeted(shared, conn, ws) {
+        return end;
     }
     let pong_wait = shared.config.pong_wait;
     loop {
@@ -472,6 +473,15 @@ fn echo(shared: &Arc<Shared>, conn: &Arc<Conn>, ws: &mut Ws) -> End {
         frame.body().extend_from_slice(payload);
         shared.send(conn, frame.finish(), kind_out);
     }
+}
+
+/// Marks a registered client greeted: from now on the shutdown path may
+/// notify it. If shutdown took its snapshot before that, it left this
+/// connection to notify itself (exactly once: see `Conn::claim_shutdown`),
+/// and this returns how the connection ends.
+fn greeted(shared: &Arc<Shared>, conn: &Arc<Conn>, ws: &mut Ws) -> Option<End> {
+    conn.mark_greeted();
+    shared.is_draining().then(|| close_for_shutdown(shared, conn, ws))
 }
 
 /// Delivers the `shutdown` event and close 1001 to a connection that the

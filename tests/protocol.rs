@@ -358,4 +358,14 @@ fn echo_mode_sends_every_message_back_with_the_gateways_limits() {
     ws.send(tungstenite::Message::text("y".repeat(4097))).unwrap();
     assert_eq!(close_code(&recv_close(&mut ws)), 1009);
     assert_eq!(gw.metrics().messages(goclaw::Direction::Out, goclaw::MsgType::Res), 2);
+
+    // Shutdown reaches echo clients too: close 1001, nobody left to cut.
+    let (mut ws, _) =
+        tungstenite::client::client(format!("ws://{}/", gw.local_addr()), tcp(gw.local_addr(), None, None))
+            .expect("upgrade");
+    ws.send(tungstenite::Message::text("ready")).unwrap();
+    assert_eq!(ws.read().unwrap(), tungstenite::Message::text("ready"));
+    let stopping = std::thread::spawn(move || gw.shutdown());
+    assert_eq!(close_code(&recv_close(&mut ws)), 1001);
+    assert_eq!(stopping.join().unwrap().cut, 0);
 }
