@@ -326,6 +326,10 @@ struct ProcessCollector {
     open_fds: Gauge,
     max_fds: Gauge,
     cpu: Counter,
+    /// Held while `cpu` catches up with the process's CPU time: up to four
+    /// scrapes run at once, and two reading the same old value would both
+    /// add the same delta.
+    cpu_update: parking_lot::Mutex<()>,
     start_time: Gauge,
 }
 
@@ -341,6 +345,7 @@ impl ProcessCollector {
             max_fds: gauge("process_max_fds", "Maximum number of open file descriptors."),
             cpu: Counter::new("process_cpu_seconds_total", "Total user and system CPU time spent in seconds.")
                 .expect(STATIC_METRIC),
+            cpu_update: parking_lot::Mutex::new(()),
             start_time: gauge("process_start_time_seconds", "Start time of the process since unix epoch in seconds."),
         };
         let descs = collector.parts().iter().flat_map(|c| c.desc()).cloned().collect();
@@ -384,6 +389,7 @@ impl Collector for ProcessCollector {
         }
         if let Some(total) = stats.cpu_seconds {
             // A counter only moves forward: add what was used since the last scrape.
+            let _one_at_a_time = self.cpu_update.lock();
             let delta = total - self.cpu.get();
             if delta > 0.0 {
                 self.cpu.inc_by(delta);
