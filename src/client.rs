@@ -6,7 +6,7 @@
 //! as the handshake a client must do.
 
 use std::fmt;
-use std::io::{ErrorKind, Write};
+use std::io::{self, ErrorKind, Read, Write};
 use std::net::{TcpStream, ToSocketAddrs};
 use std::time::{Duration, Instant};
 
@@ -16,6 +16,7 @@ use tungstenite::protocol::{CloseFrame, Role, WebSocket, WebSocketConfig};
 use tungstenite::{Error as WsError, Message};
 
 use crate::http::{self, Refusal};
+use crate::net;
 use crate::protocol::PROTOCOL_VERSION;
 use crate::sha1;
 
@@ -165,7 +166,7 @@ impl Identity {
 
 /// A connected, greeted client.
 pub struct Client {
-    ws: WebSocket<TcpStream>,
+    ws: WebSocket<Deadlined>,
     next_id: u64,
 }
 
@@ -219,6 +220,7 @@ impl Client {
         let config = WebSocketConfig::default()
             .max_message_size(Some(MAX_MESSAGE_BYTES))
             .max_frame_size(Some(MAX_MESSAGE_BYTES));
+        let stream = Deadlined { stream, deadline, timer: net::ReadTimer::default() };
         let ws = WebSocket::from_partially_read(stream, tail, Role::Client, Some(config));
         let mut client = Client { ws, next_id: 1 };
 
@@ -275,11 +277,10 @@ impl Client {
     /// a JSON object.
     pub fn read_until(&mut self, deadline: Instant) -> Result<Option<Value>, ClientError> {
         loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            if left.is_zero() {
+            if Instant::now() >= deadline {
                 return Ok(None);
             }
-            self.ws.get_ref().set_read_timeout(Some(left)).map_err(|e| broken(&WsError::Io(e)))?;
+            self.ws.get_mut().deadline = deadline;
             match self.ws.read() {
                 Ok(Message::Text(text)) => {
                     return match serde_json::from_str::<Value>(&text) {
@@ -294,9 +295,9 @@ impl Client {
                     return Err(ClientError::Closed(code, reason));
                 }
                 Ok(_) => {}
-                // A timeout, or a signal (SIGINT for a stop) interrupting the read.
-                Err(WsError::Io(e))
-                    if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut | ErrorKind::Interrupted) => {}
+                // The deadline (a partly read frame stays buffered for the
+                // next call), or a signal (SIGINT for a stop) interrupting the read.
+                Err(WsError::Io(e)) if matches!(e.kind(), ErrorKind::TimedOut | ErrorKind::Interrupted) => {}
                 Err(WsError::ConnectionClosed | WsError::AlreadyClosed) => {
                     return Err(ClientError::Connection("the gateway closed the connection".into()));
                 }
@@ -313,6 +314,31 @@ impl Client {
         }
         let until = Instant::now() + CLOSE_WAIT;
         while self.read_until(until).is_ok_and(|frame| frame.is_some()) {}
+    }
+}
+
+/// The client's socket, its reads bounded by an absolute deadline: a
+/// gateway trickling a frame byte by byte cannot stretch a read past it
+/// (a per-read socket timeout would restart with every byte).
+struct Deadlined {
+    stream: TcpStream,
+    deadline: Instant,
+    timer: net::ReadTimer,
+}
+
+impl Read for Deadlined {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        self.timer.read(&self.stream, buf, self.deadline)
+    }
+}
+
+impl Write for Deadlined {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        (&self.stream).write(buf)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
     }
 }
 
@@ -378,6 +404,31 @@ mod tests {
             assert!(Endpoint::parse(bad).is_err(), "{bad}");
         }
         assert_eq!(Endpoint::parse("ws://[::1]:9").unwrap().to_string(), "ws://[::1]:9/ws");
+    }
+
+    #[test]
+    fn a_gateway_trickling_a_frame_cannot_stretch_a_read_past_its_deadline() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let stream = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+        let (server, _) = listener.accept().unwrap();
+        let deadlined = Deadlined { stream, deadline: Instant::now(), timer: net::ReadTimer::default() };
+        let mut client = Client { ws: WebSocket::from_raw_socket(deadlined, Role::Client, None), next_id: 1 };
+        // A 100-byte text frame, one byte every 20 ms: two seconds in all.
+        let mut frame = vec![0x81, 100];
+        frame.extend([b' '; 100]);
+        let trickle = std::thread::spawn(move || {
+            for byte in frame {
+                if (&server).write_all(&[byte]).is_err() {
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        });
+        let started = Instant::now();
+        assert_eq!(client.read_until(started + Duration::from_millis(300)), Ok(None));
+        assert!(started.elapsed() < Duration::from_millis(1000), "{:?}", started.elapsed());
+        drop(client);
+        trickle.join().unwrap();
     }
 
     #[test]

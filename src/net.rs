@@ -33,10 +33,10 @@ pub fn configure(stream: &TcpStream, write_wait: std::time::Duration) -> io::Res
     setsockopt(stream, sockopt::SndBuf, &SEND_BUFFER_BYTES).map_err(io::Error::from)
 }
 
-/// How far a read may outlast its deadline: the socket timeout is only
-/// rewritten when it would overshoot by more than this.
 /// How long [`stop_accepting`]'s fallback waits to connect.
 const WAKE_CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
+/// How far a read may outlast its deadline: the socket timeout is only
+/// rewritten when it would overshoot by more than this.
 const TIMEOUT_SLACK: Duration = Duration::from_millis(10);
 
 /// Reads against an absolute deadline, rewriting the socket's read timeout
@@ -71,8 +71,12 @@ impl ReadTimer {
                 // SO_RCVTIMEO expiry surfaces as EAGAIN on Unix. Before the
                 // deadline it only means the timeout was shorter than the time
                 // left (set for an earlier, tighter deadline): go round again.
+                // At the deadline the timeout set is still the right one for
+                // a caller that polls with the same period: keep it.
                 Err(e) if e.kind() == ErrorKind::WouldBlock => {
-                    self.timeout = None;
+                    if Instant::now() < deadline {
+                        self.timeout = None;
+                    }
                     continue;
                 }
                 other => return other,
