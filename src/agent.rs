@@ -44,6 +44,8 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// How often the reading thread looks up from the socket: for finished
 /// `--exec` programs and for a stop request.
 const POLL: Duration = Duration::from_millis(50);
+/// How long a killed program's pipes get to close before we stop waiting.
+const PIPE_GRACE: Duration = Duration::from_millis(100);
 /// Bytes of a failing program's stderr quoted in its error.
 const STDERR_TAIL_BYTES: usize = 512;
 
@@ -347,32 +349,37 @@ pub fn run_program(exec: &Exec, params: &str, timeout: Duration) -> Answer {
     });
     let stdout = child.stdout.take().map(|pipe| thread::spawn(move || read_bounded(pipe, MAX_EXEC_OUTPUT + 1)));
     let stderr = child.stderr.take().map(|pipe| thread::spawn(move || read_bounded(pipe, 64 * 1024)));
-    let status = loop {
-        match child.try_wait() {
-            Ok(Some(status)) => break Some(status),
-            Ok(None) if Instant::now() >= deadline => break None,
-            Ok(None) => thread::sleep(Duration::from_millis(5)),
-            Err(_) => break None,
+    let mut status = None;
+    poll_until(deadline, || match child.try_wait() {
+        Ok(Some(exited)) => {
+            status = Some(exited);
+            true
         }
-    };
+        Ok(None) => false,
+        Err(_) => true,
+    });
+    let open =
+        |stdout: &Pipe, stderr: &Pipe| [stdout, stderr].iter().any(|p| p.as_ref().is_some_and(|h| !h.is_finished()));
     let Some(status) = status else {
         // Not reaped yet, so its group id cannot have been reused.
         kill_group(&child);
         let _ = child.wait();
-        join_all(stdin, stdout, stderr);
+        poll_until(Instant::now() + PIPE_GRACE, || !open(&stdout, &stderr));
+        collect(stdin, stdout, stderr);
         return Err(("EXEC_TIMEOUT", format!("{name} did not finish within {} ms", timeout.as_millis())));
     };
     // It exited; something it started may still hold its pipes open. Wait
     // for them until the deadline, then kill what is left of its group
     // (still in use by whoever holds the pipes, so not reused).
-    let open = || [&stdout, &stderr].iter().any(|pipe| pipe.as_ref().is_some_and(|h| !h.is_finished()));
-    while open() && Instant::now() < deadline {
-        thread::sleep(Duration::from_millis(5));
-    }
-    if open() {
+    if !poll_until(deadline, || !open(&stdout, &stderr)) {
         kill_group(&child);
+        poll_until(Instant::now() + PIPE_GRACE, || !open(&stdout, &stderr));
     }
-    let (output, errors) = join_all(stdin, stdout, stderr);
+    let (Some(output), errors) = collect(stdin, stdout, stderr) else {
+        // Something left its group (setsid) and keeps the pipe: its reader
+        // thread is left to end whenever that does; we do not wait.
+        return failed(format!("{name} left a process running that holds its output open"));
+    };
     if !status.success() {
         let tail = tail(&errors, STDERR_TAIL_BYTES);
         return failed(format!("{name} failed ({status}){}{tail}", if tail.is_empty() { "" } else { ": " }));
@@ -400,12 +407,32 @@ fn kill_group(child: &Child) {
 
 type Pipe = Option<JoinHandle<Vec<u8>>>;
 
-fn join_all(stdin: Option<JoinHandle<()>>, stdout: Pipe, stderr: Pipe) -> (Vec<u8>, Vec<u8>) {
-    if let Some(handle) = stdin {
-        let _ = handle.join();
+/// Joins the pipe threads that have finished and returns what they read
+/// (`None` for stdout still open); the others are left to end on their own.
+fn collect(stdin: Option<JoinHandle<()>>, stdout: Pipe, stderr: Pipe) -> (Option<Vec<u8>>, Vec<u8>) {
+    fn finished<T>(handle: Option<JoinHandle<T>>) -> Option<T> {
+        handle.filter(JoinHandle::is_finished).and_then(|h| h.join().ok())
     }
-    let take = |pipe: Pipe| pipe.and_then(|h| h.join().ok()).unwrap_or_default();
-    (take(stdout), take(stderr))
+    finished(stdin);
+    let output = match &stdout {
+        Some(handle) if !handle.is_finished() => None,
+        _ => Some(finished(stdout).unwrap_or_default()),
+    };
+    (output, finished(stderr).unwrap_or_default())
+}
+
+/// Polls every few milliseconds until `done` holds or `deadline` passes;
+/// whether it held.
+fn poll_until(deadline: Instant, mut done: impl FnMut() -> bool) -> bool {
+    loop {
+        if done() {
+            return true;
+        }
+        if Instant::now() >= deadline {
+            return false;
+        }
+        thread::sleep(Duration::from_millis(5));
+    }
 }
 
 /// Reads at most `limit` bytes, then drains (and drops) the rest so the
@@ -466,6 +493,14 @@ mod tests {
         let started = Instant::now();
         let (code, _) = run_program(&script("sleeps", "sleep 30"), "null", Duration::from_millis(200)).unwrap_err();
         assert_eq!(code, "EXEC_TIMEOUT");
+        assert!(started.elapsed() < Duration::from_secs(5), "{:?}", started.elapsed());
+        // Leaves a process in a session of its own holding stdout: not
+        // waited for past the deadline.
+        let started = Instant::now();
+        let escapes = script("escapes", "setsid sleep 30 & echo '{}'");
+        let (code, message) = run_program(&escapes, "null", Duration::from_millis(300)).unwrap_err();
+        assert_eq!(code, "EXEC_FAILED");
+        assert!(message.contains("holds its output open"), "{message}");
         assert!(started.elapsed() < Duration::from_secs(5), "{:?}", started.elapsed());
         // Exits at once but leaves a child holding its stdout: cut at the deadline.
         let started = Instant::now();
