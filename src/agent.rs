@@ -22,7 +22,8 @@ use parking_lot::{Condvar, Mutex};
 use serde_json::value::RawValue;
 use serde_json::{Value, json};
 
-use crate::client::{Client, ClientError, Endpoint, Identity};
+use crate::client::{CONNECT_TIMEOUT, Client, ClientError, Endpoint, Identity};
+use crate::config::Token;
 use crate::protocol::{MAX_ERROR_MESSAGE_BYTES, MAX_INVOKE_TIMEOUT_MS};
 use crate::sysinfo;
 
@@ -39,8 +40,6 @@ const BACKOFF_FIRST: Duration = Duration::from_millis(500);
 pub const BACKOFF_CAP: Duration = Duration::from_secs(30);
 /// Longest wait the gateway's `restartExpectedMs` may ask for.
 const RESTART_WAIT_CAP: Duration = Duration::from_secs(60);
-/// Time for TCP connect, upgrade and `connect`.
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// How often the reading thread looks up from the socket: for finished
 /// `--exec` programs and for a stop request.
 const POLL: Duration = Duration::from_millis(50);
@@ -68,7 +67,7 @@ pub struct NodeConfig {
     /// The name operators see (default: the id).
     pub display_name: String,
     /// The gateway's token.
-    pub token: Option<String>,
+    pub token: Option<Token>,
     /// Programs exposed as commands.
     pub execs: Vec<Exec>,
     /// Longest an `--exec` program may run (the invoke's own timeout may
@@ -109,6 +108,14 @@ impl Stop {
     /// Whether a stop was asked for.
     pub fn is_set(&self) -> bool {
         *self.stopped.lock()
+    }
+
+    /// Waits until a stop is asked for.
+    pub fn wait(&self) {
+        let mut stopped = self.stopped.lock();
+        while !*stopped {
+            self.wake.wait(&mut stopped);
+        }
     }
 
     /// Sleeps for `duration` unless a stop comes first; true if it did.
@@ -207,14 +214,14 @@ fn serve(config: &NodeConfig, mut client: Client, stop: &Stop) -> End {
             break End::Stopped;
         }
         execs.retain(|handle| !handle.is_finished());
-        if let Err(e) = send_finished(&mut client, &finished, &mut results) {
+        if let Err(e) = send_finished(&mut client, &config.id, &finished, &mut results) {
             break End::Lost(e);
         }
         let frame = match client.read_until(Instant::now() + POLL) {
             Ok(Some(frame)) => frame,
             Ok(None) => continue,
             Err(ClientError::Closed(4000, _)) => break End::Replaced,
-            Err(ClientError::Closed(..)) if restart.is_some() => break End::Restart(restart.unwrap_or_default()),
+            Err(e @ ClientError::Closed(..)) => break restart.map_or(End::Lost(e), End::Restart),
             Err(e) => break End::Lost(e),
         };
         match (frame["type"].as_str(), frame["event"].as_str()) {
@@ -297,13 +304,13 @@ fn answer(
 /// Sends the results of programs that finished since the last call.
 fn send_finished(
     client: &mut Client,
+    node_id: &str,
     finished: &Receiver<(Value, Answer)>,
     results: &mut u64,
 ) -> Result<(), ClientError> {
     while let Ok((request, outcome)) = finished.try_recv() {
         *results += 1;
-        let node_id = request["nodeId"].as_str().unwrap_or_default().to_string();
-        client.send(&result_frame(*results, &node_id, &request, outcome))?;
+        client.send(&result_frame(*results, node_id, &request, outcome))?;
     }
     Ok(())
 }
@@ -318,7 +325,8 @@ fn result_frame(n: u64, node_id: &str, request: &Value, outcome: Answer) -> Valu
         }
         Err((code, message)) => {
             params["ok"] = json!(false);
-            params["error"] = json!({"code": code, "message": truncate(&message, MAX_ERROR_MESSAGE_BYTES / 2)});
+            let message = &message[..message.floor_char_boundary(MAX_ERROR_MESSAGE_BYTES / 2)];
+            params["error"] = json!({"code": code, "message": message});
         }
     }
     json!({"type": "req", "id": format!("result-{n}"), "method": "node.invoke.result", "params": params})
@@ -448,20 +456,7 @@ fn read_bounded(mut pipe: impl Read, limit: usize) -> Vec<u8> {
 fn tail(bytes: &[u8], max: usize) -> String {
     let text = String::from_utf8_lossy(bytes);
     let text = text.trim();
-    let mut start = text.len().saturating_sub(max);
-    while !text.is_char_boundary(start) {
-        start += 1;
-    }
-    text[start..].to_string()
-}
-
-/// At most `max` bytes of `text`, on a character boundary.
-fn truncate(text: &str, max: usize) -> &str {
-    let mut end = text.len().min(max);
-    while !text.is_char_boundary(end) {
-        end -= 1;
-    }
-    &text[..end]
+    text[text.ceil_char_boundary(text.len().saturating_sub(max))..].to_string()
 }
 
 #[cfg(test)]

@@ -306,8 +306,7 @@ fn client_target<F: Fn(&str) -> Option<String>>(lookup: &Lookup<'_, F>) -> Resul
         Some((source, url)) => Endpoint::parse(&url).map_err(|why| ConfigError::new(&source, why))?,
         None => Endpoint::parse(DEFAULT_URL).map_err(|why| ConfigError::new("--url", why))?,
     };
-    let token = resolve_token(lookup)?.map(|token| token.secret().to_string());
-    Ok(Target { endpoint, token })
+    Ok(Target { endpoint, token: resolve_token(lookup)? })
 }
 
 /// `goclaw node [FLAGS]`.

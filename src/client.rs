@@ -15,14 +15,15 @@ use tungstenite::protocol::frame::coding::CloseCode;
 use tungstenite::protocol::{CloseFrame, Role, WebSocket, WebSocketConfig};
 use tungstenite::{Error as WsError, Message};
 
+// The gateway's default limit, which node results pass through.
+use crate::config::{DEFAULT_MAX_MESSAGE_BYTES, Token};
 use crate::http::{self, Refusal};
 use crate::net;
 use crate::protocol::PROTOCOL_VERSION;
 use crate::sha1;
 
-/// Largest message a client accepts from the gateway (the gateway's own
-/// default limit: node results pass through it).
-const MAX_MESSAGE_BYTES: usize = 512 * 1024;
+/// Time for TCP connect, upgrade and `connect`.
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long a close handshake may take when a client leaves.
 const CLOSE_WAIT: Duration = Duration::from_secs(2);
 
@@ -142,7 +143,7 @@ pub struct Identity {
     /// The commands a node answers (empty for operators).
     pub commands: Vec<String>,
     /// The gateway's token, if it has one.
-    pub token: Option<String>,
+    pub token: Option<Token>,
 }
 
 impl Identity {
@@ -158,7 +159,7 @@ impl Identity {
             "commands": self.commands,
         });
         if let Some(token) = &self.token {
-            params["auth"] = json!({ "token": token });
+            params["auth"] = json!({ "token": token.secret() });
         }
         params
     }
@@ -205,7 +206,7 @@ impl Client {
             endpoint.authority(),
             env!("CARGO_PKG_VERSION")
         );
-        (&stream).write_all(request.as_bytes()).map_err(cannot)?;
+        net::write_all(&stream, request.as_bytes()).map_err(cannot)?;
         let expected = sha1::accept_key(&key);
         let ((status, reason), tail) = http::read_head(&stream, deadline, |head| upgrade_response(head, &expected))
             .map_err(|e| match e {
@@ -218,8 +219,8 @@ impl Client {
             return Err(ClientError::Connection(format!("{endpoint} refused the upgrade: HTTP {status} {reason}")));
         }
         let config = WebSocketConfig::default()
-            .max_message_size(Some(MAX_MESSAGE_BYTES))
-            .max_frame_size(Some(MAX_MESSAGE_BYTES));
+            .max_message_size(Some(DEFAULT_MAX_MESSAGE_BYTES))
+            .max_frame_size(Some(DEFAULT_MAX_MESSAGE_BYTES));
         let stream = Deadlined { stream, deadline, timer: net::ReadTimer::default() };
         let ws = WebSocket::from_partially_read(stream, tail, Role::Client, Some(config));
         let mut client = Client { ws, next_id: 1 };

@@ -21,6 +21,8 @@ pub const MIN_RATE_PER_SEC: f64 = 0.001;
 /// may be buffered per connection, so a bigger limit is a memory hazard on a
 /// small board, not a feature.
 pub const MAX_MESSAGE_BYTES: usize = 64 << 20;
+/// Default `--max-message-size`.
+pub const DEFAULT_MAX_MESSAGE_BYTES: usize = 512 * 1024;
 /// Largest accepted `--max-connections`: each connection is a thread.
 pub const MAX_CONNECTIONS: usize = 100_000;
 /// Longest token accepted, in bytes; the comparison is constant-time over the
@@ -98,7 +100,7 @@ impl Default for Config {
             token: None,
             state_dir: None,
             log_level: LevelFilter::Info,
-            max_message_bytes: 512 * 1024,
+            max_message_bytes: DEFAULT_MAX_MESSAGE_BYTES,
             pong_wait,
             ping_period: pong_wait * 9 / 10,
             write_wait: Duration::from_secs(10),

@@ -8,16 +8,15 @@
 
 #![forbid(unsafe_code)]
 
+use std::io::{IsTerminal, Write};
 use std::process::ExitCode;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::mpsc;
-
 use std::time::Duration;
 
-use std::io::{IsTerminal, Write};
-use std::sync::Arc;
-
-use goclaw::{ClientError, Command, Config, EXIT_CONNECTION, EXIT_GATEWAY_ERROR, Gateway, LogLimits, Stop};
+use goclaw::{
+    ClientError, Command, Config, EXIT_CONNECTION, EXIT_GATEWAY_ERROR, EXIT_USAGE, Gateway, LogLimits, Logs, Stop,
+};
 
 /// Everything `goclaw healthcheck` does must fit in this (Docker's default
 /// HEALTHCHECK timeout is 30 s; ours uses 5 s).
@@ -27,7 +26,7 @@ fn main() -> ExitCode {
     let args: Result<Vec<String>, _> = std::env::args_os().skip(1).map(|a| a.into_string()).collect();
     let Ok(args) = args else {
         eprintln!("goclaw: arguments must be valid UTF-8");
-        return ExitCode::from(2);
+        return ExitCode::from(EXIT_USAGE);
     };
     match goclaw::parse_args(&args, |name| std::env::var(name).ok()) {
         Ok(Command::Help(text)) => {
@@ -47,13 +46,7 @@ fn main() -> ExitCode {
             }
         },
         Ok(Command::Node(config)) => {
-            let logs = match goclaw::init_logging(config.log_level, None, LogLimits::default()) {
-                Ok(logs) => logs,
-                Err(e) => {
-                    eprintln!("goclaw: cannot set up logging: {e}");
-                    return ExitCode::FAILURE;
-                }
-            };
+            let Some(logs) = logging(config.log_level, None) else { return ExitCode::FAILURE };
             let Some(stop) = stop_on_signal() else { return ExitCode::FAILURE };
             goclaw::run_node(&config, &stop);
             logs.finish();
@@ -83,7 +76,7 @@ fn main() -> ExitCode {
         }
         Err(e) => {
             eprintln!("goclaw: {e}");
-            ExitCode::from(2)
+            ExitCode::from(EXIT_USAGE)
         }
     }
 }
@@ -104,7 +97,9 @@ fn client_exit(result: Result<(), ClientError>) -> ExitCode {
     }
 }
 
-/// A stop request set by the first SIGINT or SIGTERM; the second exits 130.
+/// A stop request set by the first SIGINT or SIGTERM; the second exits 130
+/// at once. Installed before anything starts, so no signal finds the
+/// default action.
 fn stop_on_signal() -> Option<Arc<Stop>> {
     let stop = Arc::new(Stop::default());
     let setter = stop.clone();
@@ -113,6 +108,7 @@ fn stop_on_signal() -> Option<Arc<Stop>> {
         if count.fetch_add(1, Ordering::SeqCst) == 0 {
             setter.set();
         } else {
+            eprintln!("goclaw: second signal, exiting now");
             std::process::exit(130);
         }
     });
@@ -125,31 +121,20 @@ fn stop_on_signal() -> Option<Arc<Stop>> {
     }
 }
 
-fn serve(config: Config) -> ExitCode {
-    let logs = match goclaw::init_logging(config.log_level, config.state_dir.as_deref(), LogLimits::default()) {
-        Ok(logs) => logs,
+/// The console logger, and the JSON file under `state_dir` if given.
+fn logging(level: log::LevelFilter, state_dir: Option<&std::path::Path>) -> Option<Logs> {
+    match goclaw::init_logging(level, state_dir, LogLimits::default()) {
+        Ok(logs) => Some(logs),
         Err(e) => {
             eprintln!("goclaw: cannot set up logging: {e}");
-            return ExitCode::FAILURE;
+            None
         }
-    };
-    // Installed before the gateway starts, so no signal finds the default
-    // action. The first signal asks for a graceful shutdown; the second
-    // means "now".
-    let (signalled, signal) = mpsc::channel();
-    let count = AtomicUsize::new(0);
-    let handler = ctrlc::set_handler(move || {
-        if count.fetch_add(1, Ordering::SeqCst) == 0 {
-            let _ = signalled.send(());
-        } else {
-            eprintln!("goclaw: second signal, exiting now");
-            std::process::exit(130);
-        }
-    });
-    if let Err(e) = handler {
-        eprintln!("goclaw: cannot install the signal handler: {e}");
-        return ExitCode::FAILURE;
     }
+}
+
+fn serve(config: Config) -> ExitCode {
+    let Some(logs) = logging(config.log_level, config.state_dir.as_deref()) else { return ExitCode::FAILURE };
+    let Some(stop) = stop_on_signal() else { return ExitCode::FAILURE };
     let gateway = match Gateway::start(config) {
         Ok(gateway) => gateway,
         Err(e) => {
@@ -158,8 +143,7 @@ fn serve(config: Config) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    // recv() only fails if the handler is gone, which it never is.
-    let _ = signal.recv();
+    stop.wait();
     // Logs "shutdown complete" last; finish() puts it in the file and closes it.
     gateway.shutdown();
     logs.finish();

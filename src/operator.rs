@@ -3,12 +3,14 @@
 //! does one thing and leaves with a close handshake.
 
 use std::io::{self, Write};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
 use crate::agent::Stop;
-use crate::client::{Client, ClientError, Endpoint, Identity};
+use crate::client::{CONNECT_TIMEOUT, Client, ClientError, Endpoint, Identity};
+use crate::config::Token;
+use crate::shared::unix_ms;
 
 /// Exit status for an error answer from the gateway.
 pub const EXIT_GATEWAY_ERROR: u8 = 1;
@@ -17,8 +19,6 @@ pub const EXIT_USAGE: u8 = 2;
 /// Exit status when the gateway cannot be reached or the connection breaks.
 pub const EXIT_CONNECTION: u8 = 3;
 
-/// Time for TCP connect, upgrade and `connect`.
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// Time for an answer to `node.list`.
 const LIST_TIMEOUT: Duration = Duration::from_secs(10);
 /// Slack over an invoke's own timeout before we stop waiting for the
@@ -33,7 +33,7 @@ pub struct Target {
     /// Where it listens.
     pub endpoint: Endpoint,
     /// Its token, if it has one.
-    pub token: Option<String>,
+    pub token: Option<Token>,
 }
 
 impl Target {
@@ -55,8 +55,9 @@ impl Target {
 /// The gateway's error answer, or a connection problem.
 pub fn nodes(target: &Target, as_json: bool, out: &mut impl Write) -> Result<(), ClientError> {
     let mut client = target.connect()?;
-    let payload = client.request("node.list", json!({}), LIST_TIMEOUT)?;
+    let payload = client.request("node.list", json!({}), LIST_TIMEOUT);
     client.close();
+    let payload = payload?;
     let nodes = payload["nodes"].as_array().cloned().unwrap_or_default();
     let written = if as_json {
         writeln!(out, "{}", Value::Array(nodes))
@@ -165,10 +166,6 @@ pub fn watch(target: &Target, as_json: bool, stop: &Stop, out: &mut impl Write) 
         };
         writeln!(out, "{line}").and_then(|()| out.flush()).map_err(write_failed)?;
     }
-}
-
-fn unix_ms() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
 }
 
 #[cfg(test)]

@@ -362,10 +362,7 @@ pub fn control_frame(opcode: u8, payload: &[u8]) -> Vec<u8> {
 /// A close frame with a code and a reason cut to fit a control frame (on a
 /// character boundary, so it stays valid UTF-8).
 pub fn close_frame(code: u16, reason: &str) -> Vec<u8> {
-    let mut end = reason.len().min(MAX_CLOSE_REASON);
-    while !reason.is_char_boundary(end) {
-        end -= 1;
-    }
+    let end = reason.floor_char_boundary(MAX_CLOSE_REASON);
     let mut payload = Vec::with_capacity(2 + end);
     payload.extend_from_slice(&code.to_be_bytes());
     payload.extend_from_slice(&reason.as_bytes()[..end]);

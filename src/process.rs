@@ -73,16 +73,17 @@ fn boot_time_seconds() -> Option<u64> {
     stat.lines().find_map(|line| line.strip_prefix("btime ")).and_then(|v| v.trim().parse().ok())
 }
 
-/// A `Key:   123 kB` line of `/proc/self/status`.
-fn status_kib(status: &str, key: &str) -> Option<u64> {
+/// The first number after `key` on the line that starts with it: a
+/// `Key:   123 kB` line of `/proc/self/status` or `/proc/meminfo`, a limit
+/// of `/proc/self/limits`.
+pub(crate) fn status_kib(status: &str, key: &str) -> Option<u64> {
     let line = status.lines().find(|line| line.starts_with(key))?;
     line.get(key.len()..)?.split_whitespace().next()?.parse().ok()
 }
 
 /// The soft limit of the `Max open files` line of `/proc/self/limits`.
 fn max_open_files(limits: &str) -> Option<u64> {
-    let line = limits.lines().find(|line| line.starts_with("Max open files"))?;
-    line.get("Max open files".len()..)?.split_whitespace().next()?.parse().ok()
+    status_kib(limits, "Max open files")
 }
 
 #[cfg(test)]

@@ -8,6 +8,8 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, UdpSocket};
 
 use serde_json::{Value, json};
 
+use crate::process::status_kib;
+
 /// The `device.status` payload: uptime, load, memory, root filesystem, CPU
 /// temperature and primary addresses.
 pub fn device_status() -> Value {
@@ -59,12 +61,8 @@ fn loadavg(text: &str) -> Vec<f64> {
 
 /// `/proc/meminfo`: MemTotal and MemAvailable, in bytes.
 fn meminfo(text: &str) -> (Option<u64>, Option<u64>) {
-    let field = |name: &str| {
-        let line = text.lines().find(|l| l.starts_with(name) && l[name.len()..].starts_with(':'))?;
-        let kib: u64 = line[name.len() + 1..].split_whitespace().next()?.parse().ok()?;
-        Some(kib * 1024)
-    };
-    (field("MemTotal"), field("MemAvailable"))
+    let bytes = |key| status_kib(text, key).map(|kib| kib * 1024);
+    (bytes("MemTotal:"), bytes("MemAvailable:"))
 }
 
 /// `PRETTY_NAME` from os-release, unquoted.
