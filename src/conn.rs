@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use log::{Level, debug, info, log};
 use tungstenite::Message;
-use tungstenite::error::{CapacityError, Error as WsError, ProtocolError};
+use tungstenite::error::{Error as WsError, ProtocolError};
 use tungstenite::protocol::{CloseFrame, Role as WsRole, WebSocket};
 use uuid::Uuid;
 
@@ -36,7 +36,7 @@ pub const CONN_STACK_BYTES: usize = 128 * 1024;
 const FLOOD_QUIET: Duration = Duration::from_secs(1);
 
 /// Close codes (RFC 6455 §7.4.1, and 4000 from SPEC §4.1).
-mod code {
+pub mod code {
     pub const GOING_AWAY: u16 = 1001;
     pub const PROTOCOL: u16 = 1002;
     pub const UNSUPPORTED: u16 = 1003;
@@ -251,9 +251,7 @@ fn session(shared: &Arc<Shared>, conn: &Arc<Conn>, guard: &mut ConnGuard) -> End
 fn upgrade(shared: &Shared, conn: &Conn, deadline: Instant) -> Result<Vec<u8>, End> {
     let stream = conn.out.stream();
     let refuse = |refusal: Refusal| {
-        if let Some(kind) = refusal.error_type() {
-            shared.metrics.error(kind);
-        }
+        refusal.count(&shared.metrics);
         // Best effort: the client may already be gone.
         let _ = net::write_all(stream, refusal.response().as_bytes());
         End::new(Level::Debug, "http request refused").detail(format!("{refusal:?}"))
@@ -354,7 +352,7 @@ fn control(shared: &Shared, conn: &Arc<Conn>, ws: &mut Ws, message: Message) -> 
 
 /// The end of a connection the client closed.
 fn closed_by_client(conn: &Conn, frame: Option<&CloseFrame>) -> End {
-    if let Some(ours) = conn.out.close_code().filter(|_| conn.out.is_closing()) {
+    if let Some(ours) = conn.out.close_code() {
         // The client answered a close we sent.
         return match ours {
             code::GOING_AWAY => End::new(Level::Info, "server shutdown"),
@@ -397,9 +395,6 @@ fn fail(shared: &Shared, conn: &Arc<Conn>, error: WsError, timeout: &'static str
         }
         WsError::Protocol(ProtocolError::ResetWithoutClosingHandshake) => {
             End::new(Level::Info, "client went away without a close frame")
-        }
-        WsError::Capacity(CapacityError::MessageTooLong { .. }) => {
-            close(code::TOO_BIG, "message too big", ErrorType::TooLarge, "message too big")
         }
         WsError::Capacity(_) => close(code::TOO_BIG, "message too big", ErrorType::TooLarge, "message too big"),
         WsError::Utf8(_) => close(code::INVALID_DATA, "invalid UTF-8", ErrorType::Protocol, "invalid UTF-8"),
@@ -564,11 +559,10 @@ impl<'a> Session<'a> {
                 Message::Ping(_) => {
                     self.shared.metrics.message(Direction::In, MsgType::Ping);
                     let now = Instant::now();
-                    if self.bucket.take(self.rate, now).is_err() {
-                        self.shared.metrics.error(ErrorType::RateLimit);
-                        if let Some(end) = self.flooding(ws, now) {
-                            return end;
-                        }
+                    if self.bucket.take(self.rate, now).is_err()
+                        && let Some(end) = self.flooding(ws, now)
+                    {
+                        return end;
                     }
                 }
                 other => {
@@ -627,7 +621,6 @@ impl<'a> Session<'a> {
     /// Answers a request over the per-connection rate; closes a client that
     /// keeps flooding.
     fn limited(&mut self, ws: &mut Ws, id: Option<&str>, now: Instant) -> Option<End> {
-        self.shared.metrics.error(ErrorType::RateLimit);
         if let Some(end) = self.flooding(ws, now) {
             return Some(end);
         }
@@ -639,6 +632,7 @@ impl<'a> Session<'a> {
     /// Records one message over the rate. A client over it without a quiet
     /// second for `flood_close_after` is closed with 1008.
     fn flooding(&mut self, ws: &mut Ws, now: Instant) -> Option<End> {
+        self.shared.metrics.error(ErrorType::RateLimit);
         let quiet = self.last_limited.is_none_or(|t| now.duration_since(t) >= FLOOD_QUIET);
         if quiet {
             self.flood_since = Some(now);

@@ -10,7 +10,7 @@ use std::io::{ErrorKind, Read, Write};
 use std::net::{Shutdown, TcpStream};
 use std::time::{Duration, Instant};
 
-use crate::metrics::ErrorType;
+use crate::metrics::{ErrorType, Metrics};
 use crate::{net, sha1};
 
 /// Largest request head accepted (request line and headers), in bytes.
@@ -46,9 +46,9 @@ pub enum Refusal {
 }
 
 impl Refusal {
-    /// The error metric this refusal counts under, if any.
-    pub fn error_type(self) -> Option<ErrorType> {
-        match self {
+    /// Counts this refusal under its error metric, if it has one.
+    pub fn count(self, metrics: &Metrics) {
+        let kind = match self {
             Refusal::BadRequest(_)
             | Refusal::NotFound
             | Refusal::MethodNotAllowed
@@ -58,6 +58,9 @@ impl Refusal {
             Refusal::RateLimited(_) => Some(ErrorType::RateLimit),
             Refusal::AtCapacity => Some(ErrorType::Capacity),
             Refusal::ShuttingDown => None,
+        };
+        if let Some(kind) = kind {
+            metrics.error(kind);
         }
     }
 

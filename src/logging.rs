@@ -71,15 +71,9 @@ impl Default for LogLimits {
 #[derive(Debug)]
 pub struct Logs {
     writer: Option<(SyncSender<Vec<u8>>, JoinHandle<()>)>,
-    file: Option<PathBuf>,
 }
 
 impl Logs {
-    /// The log file, when one is being written.
-    pub fn file(&self) -> Option<&Path> {
-        self.file.as_deref()
-    }
-
     /// Writes out every queued line, closes the file and joins the writer.
     pub fn finish(mut self) {
         log::logger().flush();
@@ -110,10 +104,9 @@ pub fn init(level: LevelFilter, state_dir: Option<&Path>, limits: LogLimits) -> 
         },
         None => None,
     };
-    let mut logs = Logs { writer: None, file: None };
+    let mut logs = Logs { writer: None };
     let mut sink = None;
     if let Some(json) = file {
-        logs.file = Some(json.path().to_path_buf());
         let (queue, lines) = sync_channel(QUEUE_LINES);
         let dropped = Arc::new(AtomicU64::new(0));
         let writer_dropped = dropped.clone();
@@ -318,12 +311,8 @@ fn write_lines(mut json: JsonLog, lines: &Receiver<Vec<u8>>, dropped: &AtomicU64
         }
         if let Err(e) = json.write_line(&batch) {
             log::warn!(target: "goclaw::logging", error:% = e; "cannot write the log file any more; logging to the console only");
-            // Keep draining the queue so nobody notices, but write nothing.
-            while let Ok(line) = lines.recv() {
-                if line.is_empty() {
-                    return;
-                }
-            }
+            // Returning drops the queue's receiver: from now on the loggers'
+            // try_send fails quietly and finish() has nobody to wait for.
             return;
         }
         batch.clear();
@@ -365,11 +354,6 @@ impl JsonLog {
         log.prune();
         log.reopen()?;
         Ok(log)
-    }
-
-    /// The log file's path.
-    pub fn path(&self) -> &Path {
-        &self.path
     }
 
     /// Appends whole lines (each ending in `\n`), rotating first if the file

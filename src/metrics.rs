@@ -289,11 +289,6 @@ impl Metrics {
         self.invokes[outcome as usize].get_sample_count()
     }
 
-    /// Clients that completed `connect` and are still connected.
-    pub fn connected_clients(&self) -> i64 {
-        self.connected_clients.get()
-    }
-
     /// Nodes currently connected.
     pub fn nodes_connected(&self) -> i64 {
         self.nodes_connected.get()

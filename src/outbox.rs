@@ -9,6 +9,7 @@
 //! that would grow past its bound, marks the client a slow consumer: it is
 //! cut, never waited for. No other lock is ever taken while this one is held.
 
+use std::io::Write;
 use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
@@ -88,11 +89,11 @@ struct State {
     head: usize,
     /// Last event sequence number sent (SPEC §4: per connection, from 1).
     seq: u64,
-    closing: bool,
     dead: bool,
     /// On the heartbeat's flush list.
     listed: bool,
-    /// The code of the close frame we queued, if any.
+    /// The code of the close frame queued (by us or by tungstenite), if
+    /// any: once set, nothing but that frame goes out.
     close_code: Option<u16>,
     /// When the queue last made progress (or became non-empty).
     progress_at: Option<Instant>,
@@ -136,14 +137,10 @@ impl Outbox {
         let mut state = self.state.lock();
         self.check_open(&state)?;
         state.seq += 1;
-        let tail = format!(",\"seq\":{}}}", state.seq);
-        let len = prefix.len() + tail.len();
-        let (header, header_len) = frame_header(OP_TEXT, len);
-        let mut frame = Vec::with_capacity(header_len + len);
-        frame.extend_from_slice(&header[..header_len]);
-        frame.extend_from_slice(prefix);
-        frame.extend_from_slice(tail.as_bytes());
-        self.push(&mut state, &frame)
+        let mut frame = DataFrame::with_capacity(OP_TEXT, prefix.len() + 32);
+        frame.body().extend_from_slice(prefix);
+        let _ = write!(frame.body(), ",\"seq\":{}}}", state.seq);
+        self.push(&mut state, frame.finish())
     }
 
     /// Queues a close frame; nothing can be sent after it.
@@ -154,7 +151,6 @@ impl Outbox {
         let frame = close_frame(code, reason);
         let mut state = self.state.lock();
         self.check_open(&state)?;
-        state.closing = true;
         state.close_code = Some(code);
         self.push(&mut state, &frame)
     }
@@ -165,7 +161,6 @@ impl Outbox {
         let mut state = self.state.lock();
         self.check_open(&state)?;
         if bytes.first().is_some_and(|b| b & 0x0f == OP_CLOSE) {
-            state.closing = true;
             state.close_code = match bytes.get(2..4) {
                 Some(&[hi, lo]) => Some(u16::from_be_bytes([hi, lo])),
                 _ => Some(1005),
@@ -177,7 +172,7 @@ impl Outbox {
     /// Whether a close frame has been queued (by anyone).
     pub fn is_closing(&self) -> bool {
         let state = self.state.lock();
-        state.closing || state.dead
+        state.close_code.is_some() || state.dead
     }
 
     /// Whether the connection was cut (by a slow-consumer check, a write
@@ -217,7 +212,7 @@ impl Outbox {
     fn check_open(&self, state: &State) -> Result<(), SendError> {
         if state.dead {
             Err(SendError::Dead)
-        } else if state.closing {
+        } else if state.close_code.is_some() {
             Err(SendError::Closing)
         } else {
             Ok(())

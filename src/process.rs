@@ -6,6 +6,7 @@
 //! figure is simply left out of the scrape; nothing here panics.
 
 use std::fs;
+use std::sync::OnceLock;
 
 /// One reading of the process figures. `None` where `/proc` did not tell.
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
@@ -68,9 +69,14 @@ impl ProcessStats {
 }
 
 /// System boot time from `/proc/stat` (`btime`), seconds since the epoch.
+/// It never changes, so `/proc/stat` (a long file) is read at the first
+/// scrape only.
 fn boot_time_seconds() -> Option<u64> {
-    let stat = fs::read_to_string("/proc/stat").ok()?;
-    stat.lines().find_map(|line| line.strip_prefix("btime ")).and_then(|v| v.trim().parse().ok())
+    static BOOT_TIME: OnceLock<Option<u64>> = OnceLock::new();
+    *BOOT_TIME.get_or_init(|| {
+        let stat = fs::read_to_string("/proc/stat").ok()?;
+        stat.lines().find_map(|line| line.strip_prefix("btime ")).and_then(|v| v.trim().parse().ok())
+    })
 }
 
 /// The first number after `key` on the line that starts with it: a

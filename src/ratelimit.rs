@@ -13,8 +13,8 @@ use parking_lot::Mutex;
 
 use crate::shared::shrink_if_sparse;
 
-/// Most source keys remembered at once (about 40 bytes each, so ~1 MiB with
-/// the map's overhead). Past it, unknown sources are refused until eviction
+/// Most source keys remembered at once (48 bytes each with the key, in a
+/// table of 32,768 slots at this size: ~1.6 MiB at most). Past it, unknown sources are refused until eviction
 /// frees room: under a distributed flood the gateway protects its accept
 /// path rather than its memory.
 pub const MAX_BUCKETS: usize = 16_384;
@@ -39,7 +39,7 @@ impl Rate {
     }
 }
 
-/// One token bucket. The rate is passed in, so a bucket is 16 bytes.
+/// One token bucket. The rate is passed in, so a bucket is 24 bytes.
 #[derive(Debug, Clone, Copy)]
 pub struct TokenBucket {
     tokens: f64,

@@ -27,8 +27,9 @@ use crate::shared::{Answer, Shared};
 use crate::status::StatusServer;
 
 /// Pause after an `accept()` error such as EMFILE, so a full descriptor
-/// table does not turn the accept loop into a busy loop.
-const ACCEPT_ERROR_PAUSE: Duration = Duration::from_millis(100);
+/// table does not turn an accept loop (this one, the metrics listener's)
+/// into a busy loop.
+pub const ACCEPT_ERROR_PAUSE: Duration = Duration::from_millis(100);
 
 /// Why the gateway could not start. Fatal: the process exits non-zero with
 /// this on one line.
@@ -187,7 +188,7 @@ impl Gateway {
             shared.answer(invoke, Answer::Gateway(ErrorCode::Unavailable, "the gateway is shutting down"));
         }
         for client in &clients {
-            shared.close(client, 1001, "server shutting down");
+            shared.close(client, conn::code::GOING_AWAY, "server shutting down");
         }
         shared.slots.wait_idle(Instant::now() + shared.config.shutdown_timeout);
         let remaining = shared.hub.all();
@@ -242,18 +243,16 @@ fn accept_loop(shared: &Arc<Shared>, listener: &TcpListener) {
 /// Checks an accepted connection against the limits and starts its thread.
 fn admit(shared: &Arc<Shared>, stream: TcpStream, addr: SocketAddr) {
     let accepted = Instant::now();
-    let refuse = |stream, refusal: Refusal| {
-        if let Some(kind) = refusal.error_type() {
-            shared.metrics.error(kind);
-        }
+    let refuse = |stream: &TcpStream, refusal: Refusal| {
+        refusal.count(&shared.metrics);
         debug!(addr:% = addr, refusal:? = refusal; "connection refused");
-        http::refuse_now(&stream, refusal);
+        http::refuse_now(stream, refusal);
     };
     if let Err(wait) = shared.limiter.check(addr.ip(), accepted) {
-        return refuse(stream, Refusal::RateLimited(wait));
+        return refuse(&stream, Refusal::RateLimited(wait));
     }
     if !shared.slots.try_acquire() {
-        return refuse(stream, Refusal::AtCapacity);
+        return refuse(&stream, Refusal::AtCapacity);
     }
     if let Err(e) = net::configure(&stream, shared.config.write_wait) {
         shared.slots.release();
@@ -262,7 +261,6 @@ fn admit(shared: &Arc<Shared>, stream: TcpStream, addr: SocketAddr) {
     }
     if let Err(conn) = conn::spawn(shared, stream, addr, accepted) {
         warn!(addr:% = addr, active = shared.slots.active(); "cannot start a connection thread");
-        shared.metrics.error(ErrorType::Capacity);
-        http::refuse_now(conn.out.stream(), Refusal::AtCapacity);
+        refuse(conn.out.stream(), Refusal::AtCapacity);
     }
 }

@@ -28,8 +28,9 @@ use log::{debug, warn};
 use tiny_http::{HTTPVersion, Header, Response, StatusCode};
 
 use crate::http::{self, HandshakeError, Refusal};
-use crate::metrics::{self, ErrorType};
+use crate::metrics;
 use crate::net;
+use crate::server::ACCEPT_ERROR_PAUSE;
 use crate::shared::{ConnThreads, Shared, Slots};
 
 /// Most metrics connections served at once. Prometheus and a health probe
@@ -40,8 +41,6 @@ pub const READ_TIMEOUT: Duration = Duration::from_secs(15);
 /// Longest a response write may block (the seed's write timeout). One
 /// request per connection, so the seed's 60 s idle timeout never applies.
 pub const WRITE_TIMEOUT: Duration = Duration::from_secs(15);
-/// Pause after a failed `accept()` (e.g. EMFILE), so it cannot spin.
-const ACCEPT_ERROR_PAUSE: Duration = Duration::from_millis(100);
 
 /// The running metrics listener.
 #[derive(Debug)]
@@ -96,7 +95,7 @@ impl StatusServer {
             let _ = accept.join();
         }
         for (_, socket) in self.conns.sockets.lock().iter() {
-            let _ = socket.shutdown(Shutdown::Both);
+            net::cut(socket);
         }
         self.conns.threads.join_all();
     }
@@ -125,7 +124,7 @@ fn accept_loop(shared: &Arc<Shared>, listener: &TcpListener, stop: &AtomicBool, 
             }
         };
         if !conns.slots.try_acquire() {
-            shared.metrics.error(ErrorType::Capacity);
+            Refusal::AtCapacity.count(&shared.metrics);
             http::refuse_now(&stream, Refusal::AtCapacity);
             continue;
         }
