@@ -172,31 +172,12 @@ fn parse_serve<F>(args: &[String], env: &F) -> Result<Command, ConfigError>
 where
     F: Fn(&str) -> Option<String>,
 {
-    let mut given: HashMap<&'static str, Vec<String>> = HashMap::new();
-    let mut args = args.iter();
-    while let Some(arg) = args.next() {
-        if arg == "-h" || arg == "--help" {
-            return Ok(Command::Help(serve_help()));
-        }
-        let (name, inline) = match arg.split_once('=') {
-            Some((name, value)) => (name, Some(value.to_string())),
-            None => (arg.as_str(), None),
-        };
-        let Some(flag) = FLAGS.iter().find(|f| f.name == name) else {
-            let what = if arg.starts_with('-') { "unknown flag" } else { "unexpected argument" };
-            return Err(ConfigError::new("", format!("{what} {arg:?} (see goclaw serve --help)")));
-        };
-        let value = match inline {
-            Some(value) => value,
-            None => args.next().cloned().ok_or_else(|| ConfigError::new(flag.name, "missing value"))?,
-        };
-        let values = given.entry(flag.name).or_default();
-        if !values.is_empty() && flag.name != REPEATABLE {
-            return Err(ConfigError::new(flag.name, "given more than once"));
-        }
-        values.push(value);
-    }
-    let lookup = Lookup { given: &given, env };
+    let flags: Vec<FlagSpec> = FLAGS.iter().map(|flag| (flag.name, true)).collect();
+    let Some(parsed) = split_args("serve", args, &flags, Some(REPEATABLE))? else {
+        return Ok(Command::Help(serve_help()));
+    };
+    parsed.no_positional("serve")?;
+    let lookup = Lookup { given: &parsed.given, env };
     build_config(&lookup).map(|config| Command::Serve(Box::new(config)))
 }
 
@@ -207,23 +188,11 @@ fn parse_healthcheck<F>(args: &[String], env: &F) -> Result<Command, ConfigError
 where
     F: Fn(&str) -> Option<String>,
 {
-    let mut url = None;
-    let mut args = args.iter();
-    while let Some(arg) = args.next() {
-        match arg.split_once('=') {
-            _ if arg == "-h" || arg == "--help" => return Ok(Command::Help(healthcheck_help())),
-            Some(("--url", value)) => url = Some(value.to_string()),
-            None if arg == "--url" => {
-                url = Some(args.next().cloned().ok_or_else(|| ConfigError::new("--url", "missing value"))?);
-            }
-            _ => {
-                return Err(ConfigError::new(
-                    "",
-                    format!("unexpected argument {arg:?} (see goclaw healthcheck --help)"),
-                ));
-            }
-        }
-    }
+    let Some(parsed) = split_args("healthcheck", args, &[("--url", true)], None)? else {
+        return Ok(Command::Help(healthcheck_help()));
+    };
+    parsed.no_positional("healthcheck")?;
+    let url = parsed.given.get("--url").and_then(|values| values.last()).cloned();
     let url = match url {
         Some(url) => url,
         None => {
@@ -253,22 +222,40 @@ const DEFAULT_URL: &str = "ws://127.0.0.1:18789/ws";
 /// Default `--timeout` of `goclaw invoke` and `--exec-timeout` of `goclaw node`.
 const DEFAULT_CLIENT_TIMEOUT: Duration = Duration::from_secs(30);
 
-/// A client command's flag: name, whether it takes a value.
-type ClientFlag = (&'static str, bool);
+/// A flag of any command: its name, and whether it takes a value.
+type FlagSpec = (&'static str, bool);
 
-const CONNECTION_FLAGS: &[ClientFlag] = &[("--url", true), ("--token", true), ("--token-file", true)];
+/// The flags every client command takes.
+const CONNECTION_FLAGS: &[FlagSpec] = &[("--url", true), ("--token", true), ("--token-file", true)];
 
-/// Flags and positional arguments of a client command, and the help text to
-/// print for `--help`.
-struct ClientArgs {
+/// The flags given (all their values) and the positional arguments.
+struct Args {
     given: HashMap<&'static str, Vec<String>>,
     positional: Vec<String>,
 }
 
-/// Splits `args` into known flags and positional arguments. `Ok(None)`:
-/// `--help` was asked for.
-fn client_args(command: &str, args: &[String], flags: &[ClientFlag]) -> Result<Option<ClientArgs>, ConfigError> {
-    let mut parsed = ClientArgs { given: HashMap::new(), positional: Vec::new() };
+impl Args {
+    /// Refuses positional arguments, for commands that take none.
+    fn no_positional(&self, command: &str) -> Result<(), ConfigError> {
+        match self.positional.first() {
+            Some(extra) => {
+                Err(ConfigError::new("", format!("unexpected argument {extra:?} (see goclaw {command} --help)")))
+            }
+            None => Ok(()),
+        }
+    }
+}
+
+/// Splits `args` into `flags` (as `--flag value` or `--flag=value`) and
+/// positional arguments; only `repeatable` may be given more than once.
+/// `Ok(None)`: `--help` was asked for.
+fn split_args(
+    command: &str,
+    args: &[String],
+    flags: &[FlagSpec],
+    repeatable: Option<&str>,
+) -> Result<Option<Args>, ConfigError> {
+    let mut parsed = Args { given: HashMap::new(), positional: Vec::new() };
     let mut args = args.iter();
     while let Some(arg) = args.next() {
         if arg == "-h" || arg == "--help" {
@@ -282,7 +269,7 @@ fn client_args(command: &str, args: &[String], flags: &[ClientFlag]) -> Result<O
             Some((name, value)) => (name, Some(value.to_string())),
             None => (arg.as_str(), None),
         };
-        let Some(&(flag, takes_value)) = CONNECTION_FLAGS.iter().chain(flags).find(|(f, _)| *f == name) else {
+        let Some(&(flag, takes_value)) = flags.iter().find(|(f, _)| *f == name) else {
             return Err(ConfigError::new("", format!("unknown flag {arg:?} (see goclaw {command} --help)")));
         };
         let value = match (takes_value, inline) {
@@ -292,7 +279,7 @@ fn client_args(command: &str, args: &[String], flags: &[ClientFlag]) -> Result<O
             (false, Some(_)) => return Err(ConfigError::new(flag, "takes no value")),
         };
         let values = parsed.given.entry(flag).or_default();
-        if !values.is_empty() && flag != "--exec" {
+        if !values.is_empty() && repeatable != Some(flag) {
             return Err(ConfigError::new(flag, "given more than once"));
         }
         values.push(value);
@@ -316,10 +303,11 @@ where
 {
     let flags =
         [("--id", true), ("--display-name", true), ("--exec", true), ("--exec-timeout", true), ("--log-level", true)];
-    let Some(parsed) = client_args("node", args, &flags)? else { return Ok(Command::Help(node_help())) };
-    if let Some(extra) = parsed.positional.first() {
-        return Err(ConfigError::new("", format!("unexpected argument {extra:?} (see goclaw node --help)")));
-    }
+    let flags = [CONNECTION_FLAGS, &flags].concat();
+    let Some(parsed) = split_args("node", args, &flags, Some("--exec"))? else {
+        return Ok(Command::Help(node_help()));
+    };
+    parsed.no_positional("node")?;
     let lookup = Lookup { given: &parsed.given, env };
     let target = client_target(&lookup)?;
     let id = match lookup.get("--id") {
@@ -331,15 +319,8 @@ where
         Some((source, name)) => id_value(&source, name, MAX_LABEL_BYTES)?,
         None => id.clone(),
     };
-    let mut exec_values: Vec<(String, String)> = Vec::new();
-    if let Some(values) = parsed.given.get("--exec") {
-        exec_values.extend(values.iter().map(|v| ("--exec".to_string(), v.clone())));
-    } else if let Some((source, value)) = lookup.get("--exec") {
-        exec_values
-            .extend(value.split(',').map(str::trim).filter(|v| !v.is_empty()).map(|v| (source.clone(), v.to_string())));
-    }
     let mut execs: Vec<Exec> = Vec::new();
-    for (source, value) in exec_values {
+    for (source, value) in lookup.list("--exec") {
         let exec = parse_exec(&source, &value, env)?;
         if execs.iter().any(|e| e.name == exec.name) {
             return Err(ConfigError::new(&source, format!("command {:?} given twice", exec.name)));
@@ -408,9 +389,11 @@ fn parse_operator<F>(command: &str, args: &[String], env: &F) -> Result<Command,
 where
     F: Fn(&str) -> Option<String>,
 {
-    let flags: &[ClientFlag] =
+    let own: &[FlagSpec] =
         if command == "invoke" { &[("--json", false), ("--timeout", true)] } else { &[("--json", false)] };
-    let Some(parsed) = client_args(command, args, flags)? else { return Ok(Command::Help(operator_help(command))) };
+    let Some(parsed) = split_args(command, args, &[CONNECTION_FLAGS, own].concat(), None)? else {
+        return Ok(Command::Help(operator_help(command)));
+    };
     let lookup = Lookup { given: &parsed.given, env };
     let target = client_target(&lookup)?;
     let json = parsed.given.contains_key("--json");
@@ -506,6 +489,16 @@ impl<F: Fn(&str) -> Option<String>> Lookup<'_, F> {
         (self.env)(&var).filter(|v| !v.is_empty()).map(|value| (var, value))
     }
 
+    /// Every value of a repeatable flag, or the comma-separated list in its
+    /// variable; each with the name to blame for it.
+    fn list(&self, flag: &'static str) -> Vec<(String, String)> {
+        if let Some(values) = self.given.get(flag) {
+            return values.iter().map(|value| (flag.to_string(), value.clone())).collect();
+        }
+        let Some((source, value)) = self.get(flag) else { return Vec::new() };
+        value.split(',').map(str::trim).filter(|v| !v.is_empty()).map(|v| (source.clone(), v.to_string())).collect()
+    }
+
     fn parsed<T>(
         &self,
         flag: &'static str,
@@ -527,16 +520,11 @@ fn env_name(flag: &str) -> String {
 fn build_config<F: Fn(&str) -> Option<String>>(lookup: &Lookup<'_, F>) -> Result<Config, ConfigError> {
     let d = Config::default();
     let pong_wait = lookup.parsed("--pong-wait", d.pong_wait, config::parse_duration)?;
-    let mut allowed_origins = Vec::new();
-    if let Some(values) = lookup.given.get(REPEATABLE) {
-        for value in values {
-            allowed_origins.push(config::parse_origin(REPEATABLE, value)?);
-        }
-    } else if let Some((source, value)) = lookup.get(REPEATABLE) {
-        for origin in value.split(',').map(str::trim).filter(|o| !o.is_empty()) {
-            allowed_origins.push(config::parse_origin(&source, origin)?);
-        }
-    }
+    let allowed_origins = lookup
+        .list(REPEATABLE)
+        .iter()
+        .map(|(source, origin)| config::parse_origin(source, origin))
+        .collect::<Result<Vec<_>, _>>()?;
     let config = Config {
         listen: lookup.parsed("--listen", d.listen, config::parse_addr)?,
         metrics_listen: lookup.parsed("--metrics-listen", d.metrics_listen, config::parse_addr)?,
