@@ -82,7 +82,7 @@ impl Background {
     }
 
     fn signal(&self, signal: Signal) {
-        nix::sys::signal::kill(nix::unistd::Pid::from_raw(self.child.id() as i32), signal).unwrap();
+        signal_child(&self.child, signal);
     }
 
     /// Exit status, failing the test if the process outlives `limit`.
@@ -261,14 +261,7 @@ fn free_port() -> u16 {
 fn the_node_survives_its_gateway_restarting() {
     let port = free_port();
     let listen = format!("127.0.0.1:{port}");
-    let serve = || {
-        let mut command = Command::new(BIN);
-        command
-            .args(["serve", "--listen", &listen, "--metrics-listen", "127.0.0.1:0", "--token", TOKEN])
-            .env_clear()
-            .env("HOME", std::env::temp_dir());
-        Running::start(command)
-    };
+    let serve = || Running::start(serve_command(BIN, &listen, &[]));
     let mut gateway = serve();
     let addr = gateway.addr;
     let node = start_node(addr, "box-4", &[]);

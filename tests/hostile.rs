@@ -339,10 +339,6 @@ fn client_process(addr: SocketAddr) -> std::process::Child {
     panic!("the client process did not connect");
 }
 
-fn signal(child: &std::process::Child, signal: Signal) {
-    nix::sys::signal::kill(nix::unistd::Pid::from_raw(child.id() as i32), signal).unwrap();
-}
-
 #[test]
 fn a_frozen_client_process_is_dropped_at_the_pong_deadline() {
     let mut config = config();
@@ -354,14 +350,14 @@ fn a_frozen_client_process_is_dropped_at_the_pong_deadline() {
     thread::sleep(Duration::from_millis(2000));
     assert_eq!(gw.metrics().nodes_connected(), 1, "a live client must not be dropped");
     // Frozen mid-conversation: no FIN, no pongs.
-    signal(&child, Signal::SIGSTOP);
+    signal_child(&child, Signal::SIGSTOP);
     let frozen = Instant::now();
     assert!(wait_for(Duration::from_secs(5), || gw.metrics().nodes_connected() == 0));
     let took = frozen.elapsed();
     println!("frozen: dropped {took:?} after SIGSTOP (pong wait 1 s)");
     assert!(took < Duration::from_millis(1800), "dropped after {took:?}");
     assert!(gw.metrics().errors(ErrorType::Timeout) >= 1);
-    signal(&child, Signal::SIGKILL);
+    signal_child(&child, Signal::SIGKILL);
     child.wait().unwrap();
     assert!(wait_for(Duration::from_secs(5), || gw.active_connections() == 0));
 }
@@ -374,7 +370,7 @@ fn a_killed_client_process_is_cleaned_up_at_once() {
     request(&mut op, "i", "node.invoke", json!({"nodeId": "child", "command": "echo", "timeoutMs": 60_000}));
     // The child reads the request but never answers; then it is killed.
     thread::sleep(Duration::from_millis(100));
-    signal(&child, Signal::SIGKILL);
+    signal_child(&child, Signal::SIGKILL);
     child.wait().unwrap();
     let killed = Instant::now();
     let res = recv_res(&mut op, "i");
@@ -657,9 +653,9 @@ fn torture_run_loses_nothing_and_returns_to_baseline() {
     // A client process frozen mid-conversation, another killed.
     attacks.push(thread::spawn(move || {
         let mut frozen = client_process(addr);
-        signal(&frozen, Signal::SIGSTOP);
+        signal_child(&frozen, Signal::SIGSTOP);
         thread::sleep(Duration::from_secs(5));
-        signal(&frozen, Signal::SIGKILL);
+        signal_child(&frozen, Signal::SIGKILL);
         frozen.wait().unwrap();
     }));
     for attack in attacks {
@@ -672,11 +668,7 @@ fn torture_run_loses_nothing_and_returns_to_baseline() {
     assert_eq!(sent.load(Ordering::Relaxed), answered.load(Ordering::Relaxed), "a request went unanswered");
 
     // Back to baseline: the two good clients, the same threads and descriptors.
-    let metrics = gateway.metrics;
-    let connected = || {
-        let text = http(metrics, "GET /metrics HTTP/1.1\r\n\r\n");
-        text.lines().find_map(|l| l.strip_prefix("goclaw_connected_clients ")).map(str::to_string)
-    };
+    let connected = || metric(gateway.metrics, "goclaw_connected_clients");
     let settled = wait_for(Duration::from_secs(15), || {
         connected().as_deref() == Some("2") && {
             let (threads, fds, _) = gateway.resources();
@@ -693,9 +685,5 @@ fn torture_run_loses_nothing_and_returns_to_baseline() {
     answering.join().unwrap();
     gateway.signal(Signal::SIGTERM);
     assert_eq!(gateway.wait(Duration::from_secs(10)), 0);
-    let mut panicked = false;
-    while let Ok(line) = gateway.lines_ref().try_recv() {
-        panicked |= line.contains("panicked");
-    }
-    assert!(!panicked, "the gateway panicked");
+    assert!(!gateway.drain_panicked(), "the gateway panicked");
 }

@@ -11,8 +11,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, SystemTime};
 
 use goclaw::{JsonLog, LogLimits};
-use nix::sys::signal::{Signal, kill};
-use nix::unistd::Pid;
+use nix::sys::signal::Signal;
 use serde_json::{Value, json};
 use support::*;
 
@@ -147,7 +146,7 @@ fn run_binary(state_dir: &Path, level: &str, env: &[(&str, &str)]) -> String {
     right.close(None).unwrap();
     let _ = recv_close_quietly(&mut right);
 
-    kill(Pid::from_raw(child.id() as i32), Signal::SIGTERM).unwrap();
+    signal_child(&child, Signal::SIGTERM);
     let mut rest = String::new();
     stderr.read_to_string(&mut rest).unwrap();
     assert!(child.wait().unwrap().success());

@@ -95,14 +95,10 @@ fn variables_and_systemd_credentials_configure_it() {
     std::fs::remove_dir_all(&dir).unwrap();
 }
 
-fn serve_with(extra: &[&str]) -> Running {
-    serve_binary(extra)
-}
-
 #[test]
 fn sigterm_and_sigint_deliver_the_event_and_close_1001_to_every_client_then_exit_0() {
     for signal in [Signal::SIGTERM, Signal::SIGINT] {
-        let mut running = serve_with(&[]);
+        let mut running = serve_binary(&[]);
         let mut clients: Vec<Client> = (0..10)
             .map(|i| if i % 2 == 0 { node(running.addr, &format!("n{i}"), &[]) } else { operator(running.addr) })
             .collect();
@@ -120,7 +116,7 @@ fn sigterm_and_sigint_deliver_the_event_and_close_1001_to_every_client_then_exit
 
 #[test]
 fn a_second_signal_exits_130_at_once() {
-    let mut running = serve_with(&["--shutdown-timeout", "60s"]);
+    let mut running = serve_binary(&["--shutdown-timeout", "60s"]);
     // A client that never reads keeps the graceful shutdown waiting.
     let _deaf = operator(running.addr);
     running.signal(Signal::SIGTERM);
@@ -138,7 +134,7 @@ fn threads_of(pid: u32) -> u64 {
 
 #[test]
 fn a_slowloris_on_the_metrics_port_costs_at_most_four_threads() {
-    let running = serve_with(&[]);
+    let running = serve_binary(&[]);
     let pid = running.child.id();
     let before = threads_of(pid);
     let silent: Vec<_> = (0..50).map(|_| tcp(running.metrics, None, None)).collect();
@@ -155,7 +151,7 @@ fn a_slowloris_on_the_metrics_port_costs_at_most_four_threads() {
 
 #[test]
 fn an_independent_client_can_do_a_full_round_trip_against_the_binary() {
-    let running = serve_with(&[]);
+    let running = serve_binary(&[]);
     let mut node = node(running.addr, "pi", &["echo"]);
     let mut op = operator(running.addr);
     request(&mut op, "1", "node.invoke", json!({"nodeId": "pi", "command": "echo", "params": {"x": 1}}));
@@ -197,9 +193,7 @@ fn tells_systemd_ready_status_watchdog_and_stopping() {
     let path = dir.join("notify");
     let _ = std::fs::remove_file(&path);
     let socket = std::os::unix::net::UnixDatagram::bind(&path).unwrap();
-    let mut command =
-        goclaw(&["serve", "--listen", "127.0.0.1:0", "--metrics-listen", "127.0.0.1:0", "--token", TOKEN]);
-    command.args(["--shutdown-timeout", "500ms"]);
+    let mut command = serve_command(BIN, "127.0.0.1:0", &["--shutdown-timeout", "500ms"]);
     // A watchdog of 300 ms: the heartbeat must ping every 150 ms.
     command.env("NOTIFY_SOCKET", &path).env("WATCHDOG_USEC", "300000");
     let mut running = Running::start(command);
@@ -224,7 +218,7 @@ fn tells_systemd_ready_status_watchdog_and_stopping() {
 
 #[test]
 fn healthcheck_exits_0_against_a_live_gateway_and_1_against_a_dead_port() {
-    let running = serve_with(&[]);
+    let running = serve_binary(&[]);
     let url = format!("http://{}/healthz", running.metrics);
     let (code, out, err) = run(&["healthcheck", "--url", &url]);
     assert_eq!((code, out.as_str(), err.as_str()), (0, "", ""));

@@ -259,9 +259,7 @@ fn churn_phase(gateway: &Running, duration: Duration, tally: &Arc<Tally>, panick
     while started.elapsed() < duration && tally.problems.lock().is_empty() {
         thread::sleep(SAMPLE_EVERY.min(duration.saturating_sub(started.elapsed())));
         // Drain the gateway's stderr as we go (it would pile up in memory).
-        while let Ok(line) = gateway.lines_ref().try_recv() {
-            *panicked |= line.contains("panicked");
-        }
+        *panicked |= gateway.drain_panicked();
         let (threads, fds, rss) = gateway.resources();
         let sample = (started.elapsed().as_secs(), connected(gateway).unwrap_or(0), threads, fds, rss);
         println!(
@@ -358,9 +356,7 @@ fn soak() {
     for node in stable {
         node.join().unwrap();
     }
-    while let Ok(line) = gateway.lines_ref().try_recv() {
-        panicked |= line.contains("panicked");
-    }
+    panicked |= gateway.drain_panicked();
     let problems = tally.problems.lock();
     assert!(problems.is_empty(), "{} problems, first: {}", problems.len(), problems[0]);
     assert_eq!(tally.sent.load(Relaxed), tally.answered.load(Relaxed), "a request went unanswered");
@@ -373,6 +369,5 @@ fn soak() {
 
 /// The gateway's `goclaw_connected_clients` gauge.
 fn connected(gateway: &Running) -> Option<u64> {
-    let text = http(gateway.metrics, "GET /metrics HTTP/1.1\r\n\r\n");
-    text.lines().find_map(|l| l.strip_prefix("goclaw_connected_clients ")).and_then(|v| v.parse().ok())
+    metric(gateway.metrics, "goclaw_connected_clients").and_then(|v| v.parse().ok())
 }

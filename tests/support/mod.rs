@@ -241,7 +241,6 @@ pub fn client_frame(first_byte: u8, payload: &[u8]) -> Vec<u8> {
     frame
 }
 
-/// Polls `condition` every 10 ms until it holds or `limit` passes.
 /// The gateway binary under test.
 pub const BIN: &str = env!("CARGO_BIN_EXE_goclaw");
 
@@ -252,15 +251,34 @@ pub fn serve_binary(extra: &[&str]) -> Running {
 
 /// `serve_binary` for another build of the gateway (e.g. the static one).
 pub fn serve_binary_at(bin: &str, extra: &[&str]) -> Running {
+    Running::start(serve_command(bin, "127.0.0.1:0", extra))
+}
+
+/// `BIN serve` on `listen` and an ephemeral metrics port with the test
+/// token, plus `extra`, in a clean environment whose `HOME` is the temp dir.
+pub fn serve_command(bin: &str, listen: &str, extra: &[&str]) -> Command {
     let mut command = Command::new(bin);
     command
-        .args(["serve", "--listen", "127.0.0.1:0", "--metrics-listen", "127.0.0.1:0", "--token", TOKEN])
+        .args(["serve", "--listen", listen, "--metrics-listen", "127.0.0.1:0", "--token", TOKEN])
         .args(extra)
         .env_clear()
         .env("HOME", std::env::temp_dir());
-    Running::start(command)
+    command
 }
 
+/// One sample of a `/metrics` scrape, as written.
+pub fn metric(metrics: SocketAddr, name: &str) -> Option<String> {
+    let text = http(metrics, "GET /metrics HTTP/1.1\r\n\r\n");
+    let prefix = format!("{name} ");
+    text.lines().find_map(|line| line.strip_prefix(prefix.as_str())).map(str::to_string)
+}
+
+/// Sends `signal` to a child process.
+pub fn signal_child(child: &Child, signal: nix::sys::signal::Signal) {
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(child.id() as i32), signal).unwrap();
+}
+
+/// Polls `condition` every 10 ms until it holds or `limit` passes.
 pub fn wait_for(limit: Duration, mut condition: impl FnMut() -> bool) -> bool {
     let until = Instant::now() + limit;
     while Instant::now() < until {
@@ -304,13 +322,17 @@ impl Running {
         line_with(&self.lines, needle, READ_LIMIT)
     }
 
-    /// The stderr lines not consumed yet.
-    pub fn lines_ref(&self) -> &Receiver<String> {
-        &self.lines
+    /// Reads every stderr line not consumed yet; whether one reports a panic.
+    pub fn drain_panicked(&self) -> bool {
+        let mut panicked = false;
+        while let Ok(line) = self.lines.try_recv() {
+            panicked |= line.contains("panicked");
+        }
+        panicked
     }
 
     pub fn signal(&self, signal: nix::sys::signal::Signal) {
-        nix::sys::signal::kill(nix::unistd::Pid::from_raw(self.child.id() as i32), signal).unwrap();
+        signal_child(&self.child, signal);
     }
 
     /// Threads, open descriptors and resident KiB of the gateway process.
