@@ -675,17 +675,17 @@ impl<'a> Session<'a> {
                 return None;
             }
         };
+        // Written straight into the event (io::Write on Vec cannot fail).
         let mut event = protocol::event_prefix("node.invoke.request", "");
-        let payload = &mut event;
-        payload.extend_from_slice(format!(r#"{{"id":"{invoke_id}","nodeId":"#).as_bytes());
-        protocol::push_json_str(payload, &invoke.node_id);
-        payload.extend_from_slice(br#","command":"#);
-        protocol::push_json_str(payload, &invoke.command);
-        payload.extend_from_slice(br#","params":"#);
-        payload.extend_from_slice(invoke.params.as_bytes());
-        payload.extend_from_slice(br#","paramsJSON":"#);
-        protocol::push_json_str(payload, invoke.params);
-        payload.extend_from_slice(format!(r#","timeoutMs":{}}}"#, invoke.timeout_ms).as_bytes());
+        let _ = write!(event, r#"{{"id":"{invoke_id}","nodeId":"#);
+        protocol::push_json_str(&mut event, &invoke.node_id);
+        event.extend_from_slice(br#","command":"#);
+        protocol::push_json_str(&mut event, &invoke.command);
+        event.extend_from_slice(br#","params":"#);
+        event.extend_from_slice(invoke.params.as_bytes());
+        event.extend_from_slice(br#","paramsJSON":"#);
+        protocol::push_json_str(&mut event, invoke.params);
+        let _ = write!(event, r#","timeoutMs":{}}}"#, invoke.timeout_ms);
         if shared.send_event(&node, &event) {
             shared.waker.wake_by(now + Duration::from_millis(invoke.timeout_ms));
         } else if let Some(pending) = shared.hub.cancel_invoke(invoke_id) {
