@@ -1,26 +1,26 @@
 //! Entry points for the fuzz targets in `fuzz/` and for the corpus replay
-//! in `tests/fuzz_corpus.rs`: one per parser that reads client input. Each
+//! below: one per parser that reads client input. Compiled only for tests
+//! and for cargo-fuzz (`cfg(fuzzing)`), never into the shipped binary. Each
 //! takes arbitrary bytes and must not panic; each also asserts what the
 //! gateway would send back (responses echoing client data, the node list
 //! entry, HTTP answers) is well formed, so an escaping bug is a finding too.
 
 use serde_json::value::RawValue;
 
-use crate::http;
-use crate::hub::NodeInfo;
-use crate::protocol;
+use crate::gateway::NodeInfo;
+use crate::wire::{frame, http, params};
 
 /// A text frame as the connection loop parses it: envelope, then the
 /// params of whichever method it names.
 pub fn request_frame(data: &[u8]) {
     let Ok(text) = std::str::from_utf8(data) else { return };
-    match protocol::parse_request(text) {
+    match frame::parse_request(text) {
         Ok(request) => {
             assert_json(&error_response(Some(request.id)));
             match request.method.as_ref() {
                 "connect" => connect_params_of(request.params),
                 "node.invoke" => {
-                    let _ = protocol::parse_invoke(request.params);
+                    let _ = params::parse_invoke(request.params);
                 }
                 "node.invoke.result" => invoke_result_of(request.params),
                 _ => {}
@@ -63,25 +63,25 @@ pub fn upgrade_request(data: &[u8]) {
 }
 
 fn connect_params_of(params: Option<&RawValue>) {
-    if let Ok(hello) = protocol::parse_connect(params) {
+    if let Ok(hello) = params::parse_connect(params) {
         let info = NodeInfo::new(&hello.client, hello.commands, 0);
         assert_json(info.json.as_bytes());
     }
 }
 
 fn invoke_result_of(params: Option<&RawValue>) {
-    let Ok(result) = protocol::parse_result(params) else { return };
+    let Ok(result) = params::parse_result(params) else { return };
     let mut out = Vec::new();
     match &result.outcome {
-        protocol::Outcome::Ok(payload) => protocol::write_ok(&mut out, r#""r1""#, payload),
-        protocol::Outcome::Err { code, message } => protocol::write_error(&mut out, Some(r#""r1""#), code, message),
+        params::Outcome::Ok(payload) => frame::write_ok(&mut out, r#""r1""#, payload),
+        params::Outcome::Err { code, message } => frame::write_error(&mut out, Some(r#""r1""#), code, message),
     }
     assert_json(&out);
 }
 
 fn error_response(id: Option<&str>) -> Vec<u8> {
     let mut out = Vec::new();
-    protocol::write_error(&mut out, id, "INVALID_REQUEST", "message with \"quotes\" and \u{1}");
+    frame::write_error(&mut out, id, "INVALID_REQUEST", "message with \"quotes\" and \u{1}");
     out
 }
 
@@ -110,6 +110,39 @@ mod tests {
             connect_params(input);
             invoke_result(input);
             upgrade_request(input);
+        }
+    }
+
+    // Replays every fuzz corpus file through its entry: the inputs the
+    // fuzzers start from (and any crash they ever found, once committed)
+    // keep passing in plain `cargo test`. A local `cargo fuzz run` grows the
+    // corpus; those files are replayed too.
+    use std::fs;
+    use std::io::ErrorKind;
+    use std::path::Path;
+
+    type Entry = fn(&[u8]);
+
+    #[test]
+    fn the_fuzz_corpus_replays_without_a_panic() {
+        let corpus = Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz/corpus");
+        let entries: [(&str, Entry); 4] = [
+            ("request_frame", request_frame),
+            ("connect_params", connect_params),
+            ("invoke_result", invoke_result),
+            ("upgrade_request", upgrade_request),
+        ];
+        for (target, entry) in entries {
+            let files: Vec<_> = fs::read_dir(corpus.join(target)).unwrap().map(|e| e.unwrap().path()).collect();
+            assert!(files.len() >= 3, "{target}: seed corpus missing");
+            for file in files {
+                match fs::read(&file) {
+                    Ok(input) => entry(&input),
+                    // A running fuzzer minimizes its corpus under our feet.
+                    Err(e) if e.kind() == ErrorKind::NotFound => {}
+                    Err(e) => panic!("{}: {e}", file.display()),
+                }
+            }
         }
     }
 }

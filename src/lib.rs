@@ -34,37 +34,31 @@
 #![forbid(unsafe_code)]
 #![deny(missing_docs, unused_must_use)]
 
-mod agent;
+// The rooms, in dependency order: `cli` uses `gateway` and `client`, which
+// use `ops` and `wire`, which use `util`. The gateway and the client never
+// import each other (`.ci/deps.py` checks it). docs/AUDIT.md is the tour.
 mod cli;
 mod client;
-mod config;
-mod conn;
-pub mod fuzz;
-mod heartbeat;
-mod http;
-mod hub;
-mod logging;
-mod metrics;
-mod net;
-mod notify;
-mod operator;
-mod outbox;
-mod process;
-mod protocol;
-mod ratelimit;
-mod server;
-mod sha1;
-mod shared;
-mod status;
-mod sysinfo;
+pub mod gateway;
+mod ops;
+mod util;
+pub mod wire;
 
-pub use agent::{Exec, NodeConfig, Stop, run as run_node};
+/// Entry points for the fuzz targets in `fuzz/` and the corpus replay;
+/// compiled only for tests and fuzzing, never into the shipped binary.
+#[cfg(any(test, fuzzing))]
+pub mod fuzz;
+
 pub use cli::{Command, parse as parse_args};
-pub use client::{ClientError, Endpoint};
-pub use config::{Config, ConfigError, Token};
-pub use conn::CONN_STACK_BYTES;
-pub use logging::{JsonLog, LOG_FILE_NAME, LogLimits, Logs, init as init_logging};
-pub use metrics::{Direction, ErrorType, InvokeOutcome, Metrics, MsgType};
-pub use operator::{EXIT_CONNECTION, EXIT_GATEWAY_ERROR, EXIT_USAGE, Target, invoke, nodes, watch};
-pub use server::{Gateway, ShutdownReport, StartError};
-pub use status::probe as probe_health;
+pub use client::agent::{NodeConfig, run as run_node};
+pub use client::endpoint::Endpoint;
+pub use client::error::ClientError;
+pub use client::exec::Exec;
+pub use client::operator::{EXIT_CONNECTION, EXIT_GATEWAY_ERROR, EXIT_USAGE, Target, invoke, nodes, watch};
+pub use gateway::config::Config;
+pub use gateway::{CONN_STACK_BYTES, Gateway, ShutdownReport, StartError};
+pub use ops::health::probe as probe_health;
+pub use ops::logging::{JsonLog, LOG_FILE_NAME, LogLimits, Logs, init as init_logging};
+pub use ops::metrics::{Direction, ErrorType, InvokeOutcome, Metrics, MsgType};
+pub use util::{ConfigError, Stop};
+pub use wire::auth::Token;

@@ -340,32 +340,3 @@ fn operators_see_presence_and_everyone_gets_ticks_in_seq_order() {
         }
     }
 }
-
-#[test]
-fn echo_mode_sends_every_message_back_with_the_gateways_limits() {
-    let config = goclaw::Config { echo: true, max_message_bytes: 4096, ..config() };
-    let gw = start(config);
-    let (mut ws, _) =
-        tungstenite::client::client(format!("ws://{}/", gw.local_addr()), tcp(gw.local_addr(), None, None))
-            .expect("upgrade");
-    for text in ["hello", &"x".repeat(4096)] {
-        ws.send(tungstenite::Message::text(text)).unwrap();
-        assert_eq!(ws.read().unwrap(), tungstenite::Message::text(text));
-    }
-    let bytes = vec![0u8, 1, 2, 255];
-    ws.send(tungstenite::Message::binary(bytes.clone())).unwrap();
-    assert_eq!(ws.read().unwrap(), tungstenite::Message::binary(bytes));
-    ws.send(tungstenite::Message::text("y".repeat(4097))).unwrap();
-    assert_eq!(close_code(&recv_close(&mut ws)), 1009);
-    assert_eq!(gw.metrics().messages(goclaw::Direction::Out, goclaw::MsgType::Res), 2);
-
-    // Shutdown reaches echo clients too: close 1001, nobody left to cut.
-    let (mut ws, _) =
-        tungstenite::client::client(format!("ws://{}/", gw.local_addr()), tcp(gw.local_addr(), None, None))
-            .expect("upgrade");
-    ws.send(tungstenite::Message::text("ready")).unwrap();
-    assert_eq!(ws.read().unwrap(), tungstenite::Message::text("ready"));
-    let stopping = std::thread::spawn(move || gw.shutdown());
-    assert_eq!(close_code(&recv_close(&mut ws)), 1001);
-    assert_eq!(stopping.join().unwrap().cut, 0);
-}

@@ -1,0 +1,278 @@
+//! The client side of the protocol, for `goclaw node`, `nodes`, `invoke`
+//! and `watch`: a blocking WebSocket client over a `TcpStream`, the
+//! `connect` handshake, and one request at a time. Reads top to bottom as
+//! the handshake a client must do; never imports the gateway.
+
+use std::fmt;
+use std::io::{self, ErrorKind, Read, Write};
+use std::net::TcpStream;
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+use tungstenite::protocol::frame::coding::CloseCode;
+use tungstenite::protocol::{CloseFrame, Role, WebSocket, WebSocketConfig};
+use tungstenite::{Error as WsError, Message};
+
+use crate::client::endpoint::{Endpoint, tcp_connect};
+use crate::client::error::ClientError;
+use crate::wire::auth::Token;
+use crate::wire::frame::PROTOCOL_VERSION;
+use crate::wire::{accept_key, http, net};
+
+/// Largest message the client reads: the gateway's default limit, which
+/// node results pass through.
+const MAX_MESSAGE_BYTES: usize = 512 * 1024;
+/// Time for TCP connect, upgrade and `connect`.
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a close handshake may take when a client leaves.
+const CLOSE_WAIT: Duration = Duration::from_secs(2);
+
+fn broken(e: &WsError) -> ClientError {
+    ClientError::Connection(format!("connection to the gateway lost: {e}"))
+}
+
+/// Who a client says it is in `connect`.
+#[derive(Debug, Clone)]
+pub struct Identity {
+    /// `node` or `operator`.
+    pub role: &'static str,
+    /// The client id (for a node, its node id).
+    pub id: String,
+    /// A human-readable name.
+    pub display_name: String,
+    /// The commands a node answers (empty for operators).
+    pub commands: Vec<String>,
+    /// The gateway's token, if it has one.
+    pub token: Option<Token>,
+}
+
+impl Identity {
+    /// The `connect` params (SPEC §4.1).
+    fn connect_params(&self) -> Value {
+        let mut params = json!({
+            "minProtocol": PROTOCOL_VERSION, "maxProtocol": PROTOCOL_VERSION,
+            "client": {
+                "id": self.id, "displayName": self.display_name, "version": env!("CARGO_PKG_VERSION"),
+                "platform": std::env::consts::OS, "mode": self.role,
+            },
+            "role": self.role,
+            "commands": self.commands,
+        });
+        if let Some(token) = &self.token {
+            params["auth"] = json!({ "token": token.secret() });
+        }
+        params
+    }
+}
+
+/// A connected, greeted client.
+pub struct Client {
+    ws: WebSocket<Deadlined>,
+    next_id: u64,
+}
+
+impl fmt::Debug for Client {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Client").field("next_id", &self.next_id).finish_non_exhaustive()
+    }
+}
+
+impl Client {
+    /// Connects, upgrades, answers the challenge with `connect` and returns
+    /// the client and the `hello-ok` payload; all within `timeout`.
+    ///
+    /// # Errors
+    /// [`ClientError::Connection`] if the gateway cannot be reached or does
+    /// not upgrade; [`ClientError::Gateway`] if it refuses `connect`.
+    pub fn connect(
+        endpoint: &Endpoint,
+        identity: &Identity,
+        timeout: Duration,
+    ) -> Result<(Client, Value), ClientError> {
+        let deadline = Instant::now() + timeout;
+        let stream = tcp_connect(endpoint, timeout)?;
+        let cannot =
+            |e: std::io::Error| ClientError::Connection(format!("cannot reach the gateway at {endpoint}: {e}"));
+        stream.set_nodelay(true).map_err(cannot)?;
+        stream.set_write_timeout(Some(timeout)).map_err(cannot)?;
+
+        // RFC 6455 §4.1: 16 random bytes as the key; the answer must carry
+        // their SHA-1 with the protocol's GUID.
+        let key = accept_key::base64(uuid::Uuid::new_v4().as_bytes());
+        let request = format!(
+            "GET {} HTTP/1.1\r\nHost: {}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+             Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\nUser-Agent: goclaw/{}\r\n\r\n",
+            endpoint.path,
+            endpoint.authority(),
+            env!("CARGO_PKG_VERSION")
+        );
+        net::write_all(&stream, request.as_bytes()).map_err(cannot)?;
+        let expected = accept_key::accept_key(&key);
+        let ((status, reason), tail) = http::read_head(&stream, deadline, |head| http::check_response(head, &expected))
+            .map_err(|e| match e {
+                http::HandshakeError::Refused(_) => {
+                    ClientError::Connection(format!("{endpoint} did not answer with a valid WebSocket upgrade"))
+                }
+                other => ClientError::Connection(format!("no upgrade from {endpoint}: {other:?}")),
+            })?;
+        if status != 101 {
+            return Err(ClientError::Connection(format!("{endpoint} refused the upgrade: HTTP {status} {reason}")));
+        }
+        let config = WebSocketConfig::default()
+            .max_message_size(Some(MAX_MESSAGE_BYTES))
+            .max_frame_size(Some(MAX_MESSAGE_BYTES));
+        let stream = Deadlined { stream, deadline, timer: net::ReadTimer::default() };
+        let ws = WebSocket::from_partially_read(stream, tail, Role::Client, Some(config));
+        let mut client = Client { ws, next_id: 1 };
+
+        let challenge = client.read_until(deadline)?.ok_or_else(|| too_slow(endpoint))?;
+        if challenge["event"] != "connect.challenge" {
+            return Err(ClientError::Connection(format!("{endpoint} did not send connect.challenge first")));
+        }
+        let hello = client.request_until("connect", identity.connect_params(), deadline)?;
+        Ok((client, hello))
+    }
+
+    /// Sends one request and waits (at most `timeout`) for its answer,
+    /// skipping the events that arrive meanwhile.
+    ///
+    /// # Errors
+    /// [`ClientError::Gateway`] for an error answer, else a connection
+    /// problem (a timeout included).
+    pub fn request(&mut self, method: &str, params: Value, timeout: Duration) -> Result<Value, ClientError> {
+        self.request_until(method, params, Instant::now() + timeout)
+    }
+
+    fn request_until(&mut self, method: &str, params: Value, deadline: Instant) -> Result<Value, ClientError> {
+        let id = self.next_id.to_string();
+        self.next_id += 1;
+        self.send(&json!({"type": "req", "id": id, "method": method, "params": params}))?;
+        loop {
+            let Some(frame) = self.read_until(deadline)? else {
+                return Err(ClientError::Connection(format!("no answer to {method} in time")));
+            };
+            if frame["type"] == "res" && frame["id"] == id.as_str() {
+                if frame["ok"] == true {
+                    return Ok(frame["payload"].clone());
+                }
+                let error = &frame["error"];
+                let text = |v: &Value| v.as_str().unwrap_or_default().to_string();
+                return Err(ClientError::Gateway { code: text(&error["code"]), message: text(&error["message"]) });
+            }
+        }
+    }
+
+    /// Sends a frame.
+    ///
+    /// # Errors
+    /// The connection broke.
+    pub fn send(&mut self, frame: &Value) -> Result<(), ClientError> {
+        self.ws.send(Message::text(frame.to_string())).map_err(|e| broken(&e))
+    }
+
+    /// The next frame, or `None` if `deadline` passes first. Pings are
+    /// answered while reading.
+    ///
+    /// # Errors
+    /// The gateway closed the connection or it broke; a frame that is not
+    /// a JSON object.
+    pub fn read_until(&mut self, deadline: Instant) -> Result<Option<Value>, ClientError> {
+        loop {
+            if Instant::now() >= deadline {
+                return Ok(None);
+            }
+            self.ws.get_mut().deadline = deadline;
+            match self.ws.read() {
+                Ok(Message::Text(text)) => {
+                    return match serde_json::from_str::<Value>(&text) {
+                        Ok(frame) if frame.is_object() => Ok(Some(frame)),
+                        _ => Err(ClientError::Connection("the gateway sent a frame that is not a JSON object".into())),
+                    };
+                }
+                Ok(Message::Close(frame)) => {
+                    let (code, reason) = frame.map_or((1005, String::new()), |f| (f.code.into(), f.reason.to_string()));
+                    // Answer it and let the server close the TCP connection.
+                    let _ = self.ws.flush();
+                    return Err(ClientError::Closed(code, reason));
+                }
+                Ok(_) => {}
+                // The deadline (a partly read frame stays buffered for the
+                // next call), or a signal (SIGINT for a stop) interrupting the read.
+                Err(WsError::Io(e)) if matches!(e.kind(), ErrorKind::TimedOut | ErrorKind::Interrupted) => {}
+                Err(WsError::ConnectionClosed | WsError::AlreadyClosed) => {
+                    return Err(ClientError::Connection("the gateway closed the connection".into()));
+                }
+                Err(e) => return Err(broken(&e)),
+            }
+        }
+    }
+
+    /// Leaves with a close handshake (1000), waiting at most two seconds.
+    pub fn close(mut self) {
+        let normal = CloseFrame { code: CloseCode::Normal, reason: "".into() };
+        if self.ws.close(Some(normal)).is_err() {
+            return;
+        }
+        let until = Instant::now() + CLOSE_WAIT;
+        while self.read_until(until).is_ok_and(|frame| frame.is_some()) {}
+    }
+}
+
+/// The client's socket, its reads bounded by an absolute deadline: a
+/// gateway trickling a frame byte by byte cannot stretch a read past it
+/// (a per-read socket timeout would restart with every byte).
+struct Deadlined {
+    stream: TcpStream,
+    deadline: Instant,
+    timer: net::ReadTimer,
+}
+
+impl Read for Deadlined {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        self.timer.read(&self.stream, buf, self.deadline)
+    }
+}
+
+impl Write for Deadlined {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        (&self.stream).write(buf)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+fn too_slow(endpoint: &Endpoint) -> ClientError {
+    ClientError::Connection(format!("{endpoint} did not complete the handshake in time"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_gateway_trickling_a_frame_cannot_stretch_a_read_past_its_deadline() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let stream = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+        let (server, _) = listener.accept().unwrap();
+        let deadlined = Deadlined { stream, deadline: Instant::now(), timer: net::ReadTimer::default() };
+        let mut client = Client { ws: WebSocket::from_raw_socket(deadlined, Role::Client, None), next_id: 1 };
+        // A 100-byte text frame, one byte every 20 ms: two seconds in all.
+        let mut frame = vec![0x81, 100];
+        frame.extend([b' '; 100]);
+        let trickle = std::thread::spawn(move || {
+            for byte in frame {
+                if (&server).write_all(&[byte]).is_err() {
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        });
+        let started = Instant::now();
+        assert_eq!(client.read_until(started + Duration::from_millis(300)), Ok(None));
+        assert!(started.elapsed() < Duration::from_millis(1000), "{:?}", started.elapsed());
+        drop(client);
+        trickle.join().unwrap();
+    }
+}

@@ -1,0 +1,63 @@
+//! The accept thread: refuses what it can without a thread (per-IP rate
+//! limit, `--max-connections`, shutdown) and starts one thread per admitted
+//! connection. Never reads from a client and never waits on one.
+
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::sync::Arc;
+use std::thread;
+use std::time::Instant;
+
+use log::{debug, warn};
+
+use crate::gateway::conn;
+use crate::gateway::state::Shared;
+use crate::ops::metrics::ErrorType;
+use crate::wire::http::{self, Refusal};
+use crate::wire::net::{self, ACCEPT_ERROR_PAUSE};
+
+/// Accepts until shutdown begins; answers the connection that woke it 503.
+pub fn accept_loop(shared: &Arc<Shared>, listener: &TcpListener) {
+    loop {
+        let accepted = listener.accept();
+        if shared.is_draining() {
+            if let Ok((stream, _)) = accepted {
+                http::refuse_now(&stream, Refusal::ShuttingDown);
+            }
+            return;
+        }
+        match accepted {
+            Ok((stream, addr)) => admit(shared, stream, addr),
+            Err(e) => {
+                shared.metrics.error(ErrorType::Io);
+                warn!(error:% = e; "accept failed");
+                thread::sleep(ACCEPT_ERROR_PAUSE);
+            }
+        }
+        shared.threads.reap();
+    }
+}
+
+/// Checks an accepted connection against the limits and starts its thread.
+fn admit(shared: &Arc<Shared>, stream: TcpStream, addr: SocketAddr) {
+    let accepted = Instant::now();
+    let refuse = |stream: &TcpStream, refusal: Refusal| {
+        shared.metrics.refused(refusal);
+        debug!(addr:% = addr, refusal:? = refusal; "connection refused");
+        http::refuse_now(stream, refusal);
+    };
+    if let Err(wait) = shared.limiter.check(addr.ip(), accepted) {
+        return refuse(&stream, Refusal::RateLimited(wait));
+    }
+    if !shared.slots.try_acquire() {
+        return refuse(&stream, Refusal::AtCapacity);
+    }
+    if let Err(e) = net::configure(&stream, shared.config.write_wait) {
+        shared.slots.release();
+        debug!(addr:% = addr, error:% = e; "connection lost at accept");
+        return;
+    }
+    if let Err(conn) = conn::spawn(shared, stream, addr, accepted) {
+        warn!(addr:% = addr, active = shared.slots.active(); "cannot start a connection thread");
+        refuse(conn.out.stream(), Refusal::AtCapacity);
+    }
+}

@@ -1,0 +1,192 @@
+//! One connection's thread, from accept to close: spawning it, its guard,
+//! and its life (the handshake of `handshake.rs`, then the request loop of
+//! `session.rs`, over the socket of `transport.rs`).
+//!
+//! The thread is the only reader of its socket and never waits for another
+//! client: everything it sends to others goes through their non-blocking
+//! outboxes. Its [`ConnGuard`] releases the slot and every registry entry on
+//! the way out, on a panic too. Nothing a client sends is unwrapped.
+
+use std::net::{SocketAddr, TcpStream};
+use std::sync::Arc;
+use std::thread;
+use std::time::Instant;
+
+use log::{Level, info, log};
+use tungstenite::protocol::{Role as WsRole, WebSocket};
+use uuid::Uuid;
+
+use crate::gateway::handshake::{self, Who};
+use crate::gateway::hub::Conn;
+use crate::gateway::outbox::Outbox;
+use crate::gateway::send::Answer;
+use crate::gateway::session::Session;
+use crate::gateway::state::Shared;
+use crate::gateway::transport::{End, Transport, close_for_shutdown};
+use crate::wire::frame::{ErrorCode, Role};
+use crate::wire::net;
+
+/// Stack reserved for each connection thread. The deepest path (serde
+/// parsing `connect` params in a debug build) stays well below it; only the
+/// pages actually touched count towards memory.
+pub const CONN_STACK_BYTES: usize = 128 * 1024;
+
+/// Starts the thread for an accepted connection whose slot is taken.
+///
+/// # Errors
+/// The thread could not be spawned; the slot is released and the caller
+/// gets the connection back to refuse it.
+pub fn spawn(shared: &Arc<Shared>, stream: TcpStream, addr: SocketAddr, accepted: Instant) -> Result<(), Arc<Conn>> {
+    let id = Uuid::new_v4();
+    let key = shared.next_key();
+    let conn = Arc::new(Conn::new(id, key, addr, Outbox::new(stream, shared.queue_limit_bytes)));
+    shared.hub.add(conn.clone());
+    let guard = ConnGuard {
+        shared: shared.clone(),
+        conn: conn.clone(),
+        accepted,
+        running: false,
+        who: Who::default(),
+        end: End::new(Level::Error, "ended without a reason"),
+    };
+    let mut name = String::from("conn-");
+    name.push_str(&id.simple().to_string()[..8]);
+    let spawned = thread::Builder::new().name(name).stack_size(CONN_STACK_BYTES).spawn(move || run(guard));
+    match spawned {
+        Ok(handle) => {
+            shared.threads.insert(key, handle);
+            Ok(())
+        }
+        // The closure, and with it the guard, was dropped: slot and hub entry are released.
+        Err(_) => Err(conn),
+    }
+}
+
+/// Cleans up after a connection however its thread ends, unwinding included:
+/// registries, pending invokes, presence, socket, slot.
+struct ConnGuard {
+    shared: Arc<Shared>,
+    conn: Arc<Conn>,
+    accepted: Instant,
+    /// False until the thread runs: a guard dropped by a failed spawn only
+    /// releases what it holds.
+    running: bool,
+    /// Who the client turned out to be; set by the handshake.
+    who: Who,
+    end: End,
+}
+
+impl Drop for ConnGuard {
+    fn drop(&mut self) {
+        let shared = &self.shared;
+        if thread::panicking() {
+            self.end = End::new(Level::Error, "panic in connection thread");
+        }
+        let departure = shared.hub.remove(&self.conn, self.who.node_id.as_deref());
+        if let Some(node_id) = &departure.node_gone {
+            shared.presence(node_id, "disconnected");
+        }
+        for pending in departure.failed {
+            shared.answer(pending, Answer::Gateway(ErrorCode::NodeDisconnected, "the node disconnected"));
+        }
+        let active = shared.slots.release();
+        if !self.running {
+            return;
+        }
+        // FIN now, even while other threads still hold this connection.
+        self.conn.out.cut();
+        let end = &self.end;
+        log!(target: "goclaw::conn", end.level,
+            conn_id:% = self.conn.id, addr:% = self.conn.addr,
+            role = self.who.role.map(Role::as_str), node_id = self.who.node_id.as_deref(),
+            reason = end.reason, code = end.code, error = end.detail.as_deref(),
+            duration_ms = self.accepted.elapsed().as_millis() as u64, active = active;
+            "client disconnected");
+        shared.threads.finished(self.conn.key);
+    }
+}
+
+fn run(mut guard: ConnGuard) {
+    guard.running = true;
+    let shared = guard.shared.clone();
+    let conn = guard.conn.clone();
+    guard.end = life(&shared, &conn, &mut guard);
+}
+
+/// The whole life of a connection; returns how it ended.
+fn life(shared: &Arc<Shared>, conn: &Arc<Conn>, guard: &mut ConnGuard) -> End {
+    let deadline = guard.accepted + shared.config.handshake_timeout;
+    let tail = match handshake::upgrade(shared, conn, deadline) {
+        Ok(tail) => tail,
+        Err(end) => return end,
+    };
+    let transport =
+        Transport { shared: shared.clone(), conn: conn.clone(), deadline, timer: net::ReadTimer::default() };
+    let mut ws = WebSocket::from_partially_read(transport, tail, WsRole::Server, Some(shared.ws_config));
+    if shared.hub.mark_upgraded(conn).is_err() {
+        return close_for_shutdown(shared, conn, &mut ws);
+    }
+    let (role, node_id) = match handshake::join(shared, conn, &mut ws, &mut guard.who) {
+        Ok(joined) => joined,
+        Err(end) => return end,
+    };
+    info!(target: "goclaw::conn", conn_id:% = conn.id, addr:% = conn.addr, role = role.as_str(),
+        node_id = node_id.as_deref(), active = shared.slots.active(); "client connected");
+    let mut session = Session::new(shared, conn, role, node_id);
+    session.serve(&mut ws)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::gateway::config::Config;
+    use crate::gateway::hub::NodeInfo;
+    use crate::ops::metrics::InvokeOutcome;
+    use crate::wire::params::{ClientInfo, Invoke};
+    use std::net::TcpListener;
+
+    /// A panicking connection thread still leaves the registries, the slot
+    /// count and the thread list clean, and answers its pending invokes.
+    #[test]
+    fn a_panicking_thread_cleans_up() {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let shared = Arc::new(Shared::new(Config::default(), listener.local_addr().unwrap()));
+        let socket = |shared: &Shared| {
+            let stream = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+            let _client = listener.accept().unwrap();
+            let key = shared.next_key();
+            Arc::new(Conn::new(Uuid::new_v4(), key, stream.local_addr().unwrap(), Outbox::new(stream, 1 << 20)))
+        };
+        let operator = socket(&shared);
+        shared.hub.add(operator.clone());
+        shared.hub.join_operator(&operator).unwrap();
+
+        assert!(shared.slots.try_acquire());
+        let node = socket(&shared);
+        shared.hub.add(node.clone());
+        let client = ClientInfo { id: "n1".into(), ..ClientInfo::default() };
+        let info = Arc::new(NodeInfo::new(&client, vec!["echo".into()], 0));
+        shared.hub.join_node(&node, info).unwrap();
+        let invoke = Invoke { node_id: "n1".into(), command: "echo".into(), params: "null", timeout_ms: 1000 };
+        shared.hub.start_invoke(&operator, &invoke, "\"r1\"", Instant::now()).unwrap();
+
+        let guard = ConnGuard {
+            shared: shared.clone(),
+            conn: node.clone(),
+            accepted: Instant::now(),
+            running: true,
+            who: Who { role: Some(Role::Node), node_id: Some("n1".into()) },
+            end: End::new(Level::Info, "test"),
+        };
+        let handle = thread::spawn(move || {
+            let _guard = guard;
+            panic!("injected");
+        });
+        shared.threads.insert(node.key, handle);
+        assert_eq!(shared.threads.join_all(), 1);
+        assert_eq!(shared.slots.active(), 0);
+        assert_eq!(shared.hub.counts(), (1, 0));
+        assert_eq!(shared.hub.next_deadline(), None);
+        assert_eq!(shared.metrics.invokes(InvokeOutcome::Disconnected), 1);
+    }
+}

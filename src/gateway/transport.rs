@@ -1,0 +1,229 @@
+//! A connection's socket as tungstenite sees it, and how a connection
+//! ends: reads against the current deadline, writes through the outbox,
+//! control frames, read errors mapped to RFC 6455 close codes, waiting for
+//! the client's close reply, and the shutdown notice. Shared by the
+//! handshake and the request loop; never waits on another client.
+
+use std::io::{self, ErrorKind, Read, Write};
+use std::sync::Arc;
+use std::time::Instant;
+
+use log::Level;
+use tungstenite::Message;
+use tungstenite::error::{Error as WsError, ProtocolError};
+use tungstenite::protocol::{CloseFrame, WebSocket};
+
+use crate::gateway::hub::Conn;
+use crate::gateway::outbox::SendError;
+use crate::gateway::payload::{self, Shutdown};
+use crate::gateway::state::{CLOSE_REPLY_WAIT, Shared};
+use crate::ops::metrics::{Direction, ErrorType, MsgType};
+use crate::wire::frame;
+use crate::wire::net;
+use crate::wire::ws::OP_CLOSE;
+
+/// When the `shutdown` event tells clients to expect the gateway back.
+const RESTART_EXPECTED_MS: u64 = 5000;
+
+/// Close codes (RFC 6455 §7.4.1, and 4000 from SPEC §4.1).
+pub mod code {
+    pub const GOING_AWAY: u16 = 1001;
+    pub const PROTOCOL: u16 = 1002;
+    pub const UNSUPPORTED: u16 = 1003;
+    pub const INVALID_DATA: u16 = 1007;
+    pub const POLICY: u16 = 1008;
+    pub const TOO_BIG: u16 = 1009;
+    pub const REPLACED: u16 = 4000;
+}
+
+/// How a connection ended, for its one disconnect log line.
+#[derive(Debug, Clone)]
+pub struct End {
+    /// The level of the disconnect line.
+    pub level: Level,
+    /// Why, in a few words.
+    pub reason: &'static str,
+    /// Close code sent or received, if any.
+    pub code: Option<u16>,
+    /// The error behind it, if any.
+    pub detail: Option<String>,
+}
+
+impl End {
+    pub fn new(level: Level, reason: &'static str) -> End {
+        End { level, reason, code: None, detail: None }
+    }
+
+    pub fn code(mut self, code: u16) -> End {
+        self.code = Some(code);
+        self
+    }
+
+    pub fn detail(mut self, detail: impl ToString) -> End {
+        self.detail = Some(detail.to_string());
+        self
+    }
+}
+
+/// The socket as tungstenite sees it: reads honour the current deadline,
+/// writes (tungstenite's own pongs and close replies) go through the outbox.
+pub struct Transport {
+    /// The gateway, for counting and the send policy.
+    pub shared: Arc<Shared>,
+    /// The connection.
+    pub conn: Arc<Conn>,
+    /// Reads fail with `TimedOut` from this instant on.
+    pub deadline: Instant,
+    /// Keeps the socket's read timeout in step with `deadline`.
+    pub timer: net::ReadTimer,
+}
+
+impl Read for Transport {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        self.timer.read(self.conn.out.stream(), buf, self.deadline)
+    }
+}
+
+impl Write for Transport {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let kind = if buf.first().is_some_and(|b| b & 0x0f == OP_CLOSE) { MsgType::Close } else { MsgType::Pong };
+        match self.conn.out.send_raw(buf) {
+            Err(SendError::Closing) => Ok(buf.len()),
+            result if self.shared.settle(&self.conn, result, kind) => Ok(buf.len()),
+            _ => Err(ErrorKind::BrokenPipe.into()),
+        }
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+/// A connection's WebSocket.
+pub type Ws = WebSocket<Transport>;
+
+/// Handles a non-text message; `Some` when the connection must end.
+#[inline(never)]
+pub fn control(shared: &Shared, conn: &Arc<Conn>, ws: &mut Ws, message: Message) -> Option<End> {
+    let metrics = &shared.metrics;
+    match message {
+        Message::Ping(_) => metrics.message(Direction::In, MsgType::Ping),
+        Message::Pong(_) => metrics.message(Direction::In, MsgType::Pong),
+        Message::Binary(_) => {
+            metrics.message(Direction::In, MsgType::Binary);
+            metrics.error(ErrorType::Protocol);
+            shared.close(conn, code::UNSUPPORTED, "binary frames are not supported");
+            let end = End::new(Level::Warn, "binary frame").code(code::UNSUPPORTED);
+            return Some(await_close_reply(ws, end));
+        }
+        Message::Close(frame) => {
+            metrics.message(Direction::In, MsgType::Close);
+            // Decided before the reply below, which marks the outbox closing too.
+            let end = closed_by_client(conn, frame.as_ref());
+            // Sends tungstenite's close reply (dropped if we closed first).
+            let _ = ws.flush();
+            return Some(end);
+        }
+        Message::Text(_) | Message::Frame(_) => {}
+    }
+    None
+}
+
+/// The end of a connection the client closed.
+fn closed_by_client(conn: &Conn, frame: Option<&CloseFrame>) -> End {
+    if let Some(ours) = conn.out.close_code() {
+        // The client answered a close we sent.
+        return match ours {
+            code::GOING_AWAY => End::new(Level::Info, "server shutdown"),
+            code::REPLACED => End::new(Level::Info, "replaced by a newer connection"),
+            _ => End::new(Level::Info, "closed by server"),
+        }
+        .code(ours);
+    }
+    let code = frame.map_or(1005, |f| u16::from(f.code));
+    let level = if matches!(code, 1000 | 1001 | 1005) { Level::Info } else { Level::Warn };
+    End::new(level, "closed by client").code(code)
+}
+
+/// Maps a read error to how the connection ends, sending the close code of
+/// RFC 6455 §7.4.1 where one applies. `timeout` names the deadline that
+/// applies in this phase.
+#[inline(never)]
+pub fn fail(shared: &Shared, conn: &Arc<Conn>, error: WsError, timeout: &'static str) -> End {
+    let metrics = &shared.metrics;
+    let close = |code: u16, reason: &str, kind: ErrorType, why: &'static str| {
+        metrics.error(kind);
+        shared.close(conn, code, reason);
+        End::new(Level::Warn, why).code(code).detail(&error)
+    };
+    if conn.out.is_dead() {
+        // We cut it ourselves; the read error is only the echo of that.
+        return match conn.out.close_code() {
+            Some(code::GOING_AWAY) => End::new(Level::Info, "cut at the end of the shutdown grace period"),
+            Some(code::REPLACED) => End::new(Level::Info, "replaced; cut without a close reply"),
+            _ => End::new(Level::Warn, "cut: slow consumer or write error"),
+        };
+    }
+    match &error {
+        WsError::ConnectionClosed | WsError::AlreadyClosed => End::new(Level::Info, "closed"),
+        // The client may be dead; the close frame tells a live but silent one why.
+        WsError::Io(e) if e.kind() == ErrorKind::TimedOut => close(code::POLICY, timeout, ErrorType::Timeout, timeout),
+        WsError::Io(e) => {
+            metrics.error(ErrorType::Io);
+            End::new(Level::Warn, "socket error").detail(e)
+        }
+        WsError::Protocol(ProtocolError::ResetWithoutClosingHandshake) => {
+            End::new(Level::Info, "client went away without a close frame")
+        }
+        WsError::Capacity(_) => close(code::TOO_BIG, "message too big", ErrorType::TooLarge, "message too big"),
+        WsError::Utf8(_) => close(code::INVALID_DATA, "invalid UTF-8", ErrorType::Protocol, "invalid UTF-8"),
+        WsError::Protocol(_) => {
+            close(code::PROTOCOL, "protocol error", ErrorType::Protocol, "WebSocket protocol error")
+        }
+        _ => {
+            metrics.error(ErrorType::Io);
+            End::new(Level::Warn, "unexpected error").detail(&error)
+        }
+    }
+}
+
+/// After we sent a close frame: reads until the client's close arrives,
+/// ignoring everything else, for at most [`CLOSE_REPLY_WAIT`].
+#[inline(never)]
+pub fn await_close_reply(ws: &mut Ws, end: End) -> End {
+    let until = Instant::now() + CLOSE_REPLY_WAIT;
+    ws.get_mut().deadline = ws.get_ref().deadline.min(until);
+    loop {
+        match ws.read() {
+            Ok(Message::Close(_)) | Err(_) => return end,
+            Ok(_) => {}
+        }
+    }
+}
+
+/// Marks a registered client greeted: from now on the shutdown path may
+/// notify it. If shutdown took its snapshot before that, it left this
+/// connection to notify itself (exactly once: see `Conn::claim_shutdown`),
+/// and this returns how the connection ends.
+pub fn greeted(shared: &Arc<Shared>, conn: &Arc<Conn>, ws: &mut Ws) -> Option<End> {
+    conn.mark_greeted();
+    shared.is_draining().then(|| close_for_shutdown(shared, conn, ws))
+}
+
+/// Delivers the `shutdown` event and close 1001 to a connection that the
+/// shutdown path left to notify itself (it registered or greeted just too
+/// late for its snapshot), unless the shutdown path got there first.
+#[inline(never)]
+pub fn close_for_shutdown(shared: &Arc<Shared>, conn: &Arc<Conn>, ws: &mut Ws) -> End {
+    if conn.claim_shutdown() {
+        shared.send_event(conn, &shutdown_event());
+        shared.close(conn, code::GOING_AWAY, "server shutting down");
+    }
+    await_close_reply(ws, End::new(Level::Info, "server shutdown").code(code::GOING_AWAY))
+}
+
+/// The `shutdown` event.
+pub fn shutdown_event() -> Vec<u8> {
+    let shutdown = Shutdown { reason: "shutdown", restart_expected_ms: RESTART_EXPECTED_MS };
+    frame::event_prefix("shutdown", &payload::encode(&shutdown))
+}

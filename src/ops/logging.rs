@@ -1,0 +1,458 @@
+//! Logging (SPEC §6): the `log` facade with structured key-values, to the
+//! console (stderr) and to `STATE_DIR/logs/goclaw.log` as JSON lines,
+//! rotated. The file has its own writer thread behind a bounded queue, so
+//! a thread that logs never waits for the disk; never logs payloads or the
+//! token. Why it is built this way: docs/AUDIT.md, "Logging".
+
+use std::fmt::{self, Write as _};
+use std::fs::{self, OpenOptions};
+use std::io::{self, IsTerminal, Write};
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::mpsc::{Receiver, SyncSender, TrySendError, sync_channel};
+use std::thread::{self, JoinHandle};
+use std::time::{Duration, Instant, SystemTime};
+
+use file_rotate::compression::Compression;
+use file_rotate::suffix::AppendCount;
+use file_rotate::{ContentLimit, FileRotate};
+use log::kv::{self, Key, Value, VisitSource};
+use log::{LevelFilter, Log, Metadata, Record, SetLoggerError};
+use simplelog::{ColorChoice, ConfigBuilder, TermLogger, TerminalMode};
+
+use crate::wire::frame::push_json_str;
+
+/// Name of the log file inside `STATE_DIR/logs`.
+pub const LOG_FILE_NAME: &str = "goclaw.log";
+/// Lines waiting for the writer thread. Past it, lines are dropped (and
+/// counted) rather than making a connection thread wait for the disk.
+const QUEUE_LINES: usize = 4096;
+/// Pause between two batches of the writer thread.
+const BATCH_PAUSE: Duration = Duration::from_millis(20);
+/// Largest batch written at once; whole lines only.
+const BATCH_BYTES: usize = 64 * 1024;
+/// How often the writer checks for backups past their age.
+const PRUNE_EVERY: Duration = Duration::from_secs(3600);
+
+/// Rotation limits of the log file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LogLimits {
+    /// Rotate once the file passes this size (whole lines are kept together).
+    pub max_file_bytes: usize,
+    /// Rotated files kept, gzip-compressed.
+    pub backups: usize,
+    /// Rotated files older than this (by modification time) are deleted.
+    pub max_age: Duration,
+}
+
+impl Default for LogLimits {
+    fn default() -> Self {
+        LogLimits { max_file_bytes: 10 * 1000 * 1000, backups: 3, max_age: Duration::from_secs(28 * 24 * 3600) }
+    }
+}
+
+/// The installed logger's handle: [`Logs::finish`] flushes and closes the
+/// file at shutdown.
+#[derive(Debug)]
+pub struct Logs {
+    writer: Option<(SyncSender<Vec<u8>>, JoinHandle<()>)>,
+}
+
+impl Logs {
+    /// Writes out every queued line, closes the file and joins the writer.
+    pub fn finish(mut self) {
+        log::logger().flush();
+        if let Some((queue, writer)) = self.writer.take() {
+            // The logger keeps its own sender; a final empty line is the
+            // writer's signal to flush and stop.
+            let _ = queue.send(Vec::new());
+            let _ = writer.join();
+        }
+    }
+}
+
+/// Installs the logger: console at `level`, and the JSON file in
+/// `STATE_DIR/logs` when `state_dir` is given and writable.
+///
+/// # Errors
+/// A logger was already installed.
+pub fn init(level: LevelFilter, state_dir: Option<&Path>, limits: LogLimits) -> Result<Logs, SetLoggerError> {
+    let console = console(level);
+    let mut problem = None;
+    let file = match state_dir.map(|dir| dir.join("logs")) {
+        Some(dir) => match JsonLog::open(&dir, limits) {
+            Ok(log) => Some(log),
+            Err(e) => {
+                problem = Some(format!("cannot write logs to {}: {e}; logging to the console only", dir.display()));
+                None
+            }
+        },
+        None => None,
+    };
+    let mut logs = Logs { writer: None };
+    let mut sink = None;
+    if let Some(json) = file {
+        let (queue, lines) = sync_channel(QUEUE_LINES);
+        let dropped = Arc::new(AtomicU64::new(0));
+        let writer_dropped = dropped.clone();
+        match thread::Builder::new().name("log-writer".into()).spawn(move || write_lines(json, &lines, &writer_dropped))
+        {
+            Ok(writer) => {
+                sink = Some(FileSink { queue: queue.clone(), dropped });
+                logs.writer = Some((queue, writer));
+            }
+            Err(e) => problem = Some(format!("cannot start the log writer: {e}; logging to the console only")),
+        }
+    }
+    log::set_boxed_logger(Box::new(Logger { console, file: sink }))?;
+    log::set_max_level(level);
+    if let Some(problem) = problem {
+        log::warn!(target: "goclaw::logging", "{problem}");
+    }
+    Ok(logs)
+}
+
+fn console(level: LevelFilter) -> Box<TermLogger> {
+    let journald = std::env::var_os("JOURNAL_STREAM").is_some();
+    let mut config = ConfigBuilder::new();
+    config
+        .set_target_level(LevelFilter::Off)
+        .set_thread_level(LevelFilter::Off)
+        .set_location_level(LevelFilter::Off)
+        // Our own lines only: dependencies log at debug about every frame.
+        .add_filter_allow_str("goclaw");
+    if journald {
+        // journald stamps every line itself.
+        config.set_time_level(LevelFilter::Off);
+    } else {
+        config.set_time_format_rfc3339();
+    }
+    let colours = if std::io::stderr().is_terminal() && !journald { ColorChoice::Auto } else { ColorChoice::Never };
+    TermLogger::new(level, config.build(), TerminalMode::Stderr, colours)
+}
+
+/// The global logger: console now, file through the writer's queue.
+struct Logger {
+    console: Box<TermLogger>,
+    file: Option<FileSink>,
+}
+
+struct FileSink {
+    queue: SyncSender<Vec<u8>>,
+    dropped: Arc<AtomicU64>,
+}
+
+impl Log for Logger {
+    /// Our own lines only, for both sinks: dependencies log every frame at
+    /// trace (tungstenite prints the text, `connect`'s token included).
+    /// The console's `add_filter_allow_str` filters only the console.
+    fn enabled(&self, metadata: &Metadata<'_>) -> bool {
+        metadata.target().starts_with("goclaw") && self.console.enabled(metadata)
+    }
+
+    fn log(&self, record: &Record<'_>) {
+        if !self.enabled(record.metadata()) {
+            return;
+        }
+        if let Some(file) = &self.file {
+            let line = json_line(record, SystemTime::now());
+            if let Err(TrySendError::Full(_)) = file.queue.try_send(line) {
+                file.dropped.fetch_add(1, Relaxed);
+            }
+        }
+        let mut fields = ConsoleFields(String::new());
+        let _ = record.key_values().visit(&mut fields);
+        if fields.0.is_empty() {
+            return self.console.log(record);
+        }
+        self.console.log(
+            &Record::builder()
+                .metadata(record.metadata().clone())
+                .args(format_args!("{}{}", record.args(), fields.0))
+                .module_path(record.module_path())
+                .file(record.file())
+                .line(record.line())
+                .build(),
+        );
+    }
+
+    fn flush(&self) {
+        self.console.flush();
+    }
+}
+
+/// What a field's value is, for both sinks.
+enum FieldValue {
+    /// `None`: the field does not apply; left out.
+    Absent,
+    /// A number or boolean, written bare in JSON.
+    Bare(String),
+    /// Anything else, as text.
+    Text(String),
+}
+
+fn classify(value: &Value<'_>) -> FieldValue {
+    if let Some(n) = value.to_u64() {
+        FieldValue::Bare(n.to_string())
+    } else if let Some(n) = value.to_i64() {
+        FieldValue::Bare(n.to_string())
+    } else if let Some(b) = value.to_bool() {
+        FieldValue::Bare(b.to_string())
+    } else if let Some(x) = value.to_f64().filter(|x| x.is_finite()) {
+        FieldValue::Bare(x.to_string())
+    } else if let Some(s) = value.to_borrowed_str() {
+        FieldValue::Text(s.to_string())
+    } else {
+        match value.to_string() {
+            // How `log` renders an `Option::None`.
+            text if text == "None" => FieldValue::Absent,
+            text => FieldValue::Text(text),
+        }
+    }
+}
+
+/// Collects ` key=value` pairs; text with spaces or quotes is quoted.
+struct ConsoleFields(String);
+
+impl<'kvs> VisitSource<'kvs> for ConsoleFields {
+    fn visit_pair(&mut self, key: Key<'kvs>, value: Value<'kvs>) -> Result<(), kv::Error> {
+        let written = match classify(&value) {
+            FieldValue::Absent => Ok(()),
+            FieldValue::Text(text) if text.is_empty() => Ok(()),
+            FieldValue::Text(text) if text.contains([' ', '"', '=']) => write!(self.0, " {key}={text:?}"),
+            FieldValue::Bare(text) | FieldValue::Text(text) => write!(self.0, " {key}={text}"),
+        };
+        written.map_err(|fmt::Error| kv::Error::msg("formatting a log field failed"))
+    }
+}
+
+/// One record as a JSON line: `time` (RFC 3339, UTC, milliseconds), `level`,
+/// `msg`, `target`, then each field as its own key.
+pub fn json_line(record: &Record<'_>, now: SystemTime) -> Vec<u8> {
+    let mut line = Vec::with_capacity(256);
+    let time = chrono::DateTime::<chrono::Utc>::from(now).to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
+    line.extend_from_slice(b"{\"time\":\"");
+    line.extend_from_slice(time.as_bytes());
+    line.extend_from_slice(b"\",\"level\":\"");
+    line.extend_from_slice(record.level().as_str().to_ascii_lowercase().as_bytes());
+    line.extend_from_slice(b"\",\"msg\":");
+    push_json_str(&mut line, &record.args().to_string());
+    line.extend_from_slice(b",\"target\":");
+    push_json_str(&mut line, record.target());
+    let _ = record.key_values().visit(&mut JsonFields(&mut line));
+    line.extend_from_slice(b"}\n");
+    line
+}
+
+struct JsonFields<'a>(&'a mut Vec<u8>);
+
+impl<'kvs> VisitSource<'kvs> for JsonFields<'_> {
+    fn visit_pair(&mut self, key: Key<'kvs>, value: Value<'kvs>) -> Result<(), kv::Error> {
+        let value = classify(&value);
+        if matches!(value, FieldValue::Absent) {
+            return Ok(());
+        }
+        self.0.push(b',');
+        push_json_str(self.0, key.as_str());
+        self.0.push(b':');
+        match value {
+            FieldValue::Bare(text) => self.0.extend_from_slice(text.as_bytes()),
+            FieldValue::Text(text) => push_json_str(self.0, &text),
+            FieldValue::Absent => {}
+        }
+        Ok(())
+    }
+}
+
+/// The writer thread: lines from the queue into the file until an empty
+/// line (the shutdown signal) or the queue closes.
+///
+/// It takes what is queued in batches and pauses between them, so a burst
+/// of connections costs one wake-up and one write per [`BATCH_PAUSE`]
+/// rather than a futex wake and a context switch per line.
+fn write_lines(mut json: JsonLog, lines: &Receiver<Vec<u8>>, dropped: &AtomicU64) {
+    let mut batch = Vec::with_capacity(16 * 1024);
+    let mut stopping = false;
+    while !stopping {
+        // Block for the first line, then take whatever else is waiting.
+        let Ok(first) = lines.recv() else { break };
+        let mut next = Some(first);
+        while let Some(line) = next {
+            if line.is_empty() {
+                stopping = true;
+                break;
+            }
+            batch.extend_from_slice(&line);
+            next = if batch.len() < BATCH_BYTES { lines.try_recv().ok() } else { None };
+        }
+        let lost = dropped.swap(0, Relaxed);
+        if lost > 0 {
+            let note = format!(
+                "{{\"time\":\"{}\",\"level\":\"warn\",\"msg\":\"log lines dropped: the log file could not keep up\",\
+                 \"target\":\"goclaw::logging\",\"dropped\":{lost}}}\n",
+                chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+            );
+            batch.extend_from_slice(note.as_bytes());
+        }
+        if let Err(e) = json.write_line(&batch) {
+            log::warn!(target: "goclaw::logging", error:% = e; "cannot write the log file any more; logging to the console only");
+            // Returning drops the queue's receiver: from now on the loggers'
+            // try_send fails quietly and finish() has nobody to wait for.
+            return;
+        }
+        batch.clear();
+        if !stopping {
+            thread::sleep(BATCH_PAUSE);
+        }
+    }
+    json.flush();
+}
+
+/// The JSON log file: appends whole lines, rotates and prunes. Owned by the
+/// writer thread (or a test).
+pub struct JsonLog {
+    path: PathBuf,
+    limits: LogLimits,
+    file: Option<FileRotate<AppendCount>>,
+    last_prune: Instant,
+}
+
+impl fmt::Debug for JsonLog {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("JsonLog").field("path", &self.path).field("limits", &self.limits).finish_non_exhaustive()
+    }
+}
+
+impl JsonLog {
+    /// Opens (or creates) `dir/goclaw.log` for appending and prunes backups
+    /// past their age.
+    ///
+    /// # Errors
+    /// The directory cannot be created or the file cannot be opened for
+    /// writing.
+    pub fn open(dir: &Path, limits: LogLimits) -> io::Result<JsonLog> {
+        fs::create_dir_all(dir)?;
+        let path = dir.join(LOG_FILE_NAME);
+        // Proves the file is writable before file-rotate (which panics) sees it.
+        OpenOptions::new().create(true).append(true).open(&path)?;
+        let mut log = JsonLog { path, limits, file: None, last_prune: Instant::now() };
+        log.prune();
+        log.reopen()?;
+        Ok(log)
+    }
+
+    /// Appends whole lines (each ending in `\n`), rotating first if the file
+    /// is full. A failure reopens the file and tries once more.
+    ///
+    /// # Errors
+    /// The file cannot be written even after reopening it.
+    pub fn write_line(&mut self, line: &[u8]) -> io::Result<()> {
+        if line.is_empty() {
+            return Ok(());
+        }
+        if self.last_prune.elapsed() >= PRUNE_EVERY {
+            self.prune();
+        }
+        if self.try_write(line).is_ok() {
+            return Ok(());
+        }
+        self.reopen()?;
+        self.try_write(line)
+    }
+
+    /// Flushes what was written.
+    pub fn flush(&mut self) {
+        if let Some(file) = self.file.as_mut() {
+            let _ = catch_unwind(AssertUnwindSafe(|| file.flush()));
+        }
+    }
+
+    /// Deletes rotated files older than the age limit, then rescans.
+    pub fn prune(&mut self) {
+        self.last_prune = Instant::now();
+        let (Some(dir), Some(name)) = (self.path.parent(), self.path.file_name()) else { return };
+        let prefix = format!("{}.", name.to_string_lossy());
+        let Ok(entries) = fs::read_dir(dir) else { return };
+        let mut removed = false;
+        for entry in entries.flatten() {
+            let file_name = entry.file_name();
+            let is_backup = file_name.to_string_lossy().strip_prefix(&prefix).is_some_and(|suffix| {
+                let number = suffix.strip_suffix(".gz").unwrap_or(suffix);
+                !number.is_empty() && number.bytes().all(|b| b.is_ascii_digit())
+            });
+            let age = entry.metadata().and_then(|m| m.modified()).ok().and_then(|t| t.elapsed().ok());
+            if is_backup && age.is_some_and(|age| age > self.limits.max_age) {
+                removed |= fs::remove_file(entry.path()).is_ok();
+            }
+        }
+        if removed && self.file.is_some() {
+            // file-rotate remembers which backups exist; let it look again.
+            let _ = self.reopen();
+        }
+    }
+
+    fn try_write(&mut self, line: &[u8]) -> io::Result<()> {
+        let file = self.file.as_mut().ok_or_else(|| io::Error::other("log file not open"))?;
+        match catch_unwind(AssertUnwindSafe(|| file.write_all(line))) {
+            Ok(result) => result,
+            Err(_) => Err(io::Error::other("file-rotate panicked")),
+        }
+    }
+
+    fn reopen(&mut self) -> io::Result<()> {
+        self.file = None;
+        let (path, limits) = (self.path.clone(), self.limits);
+        let opened = catch_unwind(move || {
+            FileRotate::new(
+                path,
+                AppendCount::new(limits.backups),
+                ContentLimit::BytesSurpassed(limits.max_file_bytes.max(1)),
+                // Every rotated file is compressed at once.
+                Compression::OnRotate(0),
+                None,
+            )
+        });
+        self.file = Some(opened.map_err(|_| io::Error::other("cannot open the log file for rotation"))?);
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use log::Level;
+
+    #[test]
+    fn json_lines_carry_fields_as_keys() {
+        use log::kv::ToValue;
+        let gone: Option<u16> = None;
+        let fields: &[(&str, Value<'_>)] = &[
+            ("conn_id", Value::from_display(&"b5a1")),
+            ("active", Value::from(3u64)),
+            ("ok", Value::from(true)),
+            ("node_id", Value::from("quote\"d")),
+            ("gone", gone.to_value()),
+        ];
+        let record = Record::builder()
+            .level(Level::Warn)
+            .target("goclaw::conn")
+            .args(format_args!("client disconnected"))
+            .key_values(&fields)
+            .build();
+        let at = SystemTime::UNIX_EPOCH + Duration::from_millis(1_795_304_969_144);
+        let line = json_line(&record, at);
+        assert!(line.ends_with(b"}\n"));
+        let v: serde_json::Value = serde_json::from_slice(&line).unwrap();
+        assert_eq!(v["time"], "2026-11-21T23:49:29.144Z");
+        assert_eq!(v["level"], "warn");
+        assert_eq!(v["msg"], "client disconnected");
+        assert_eq!(v["target"], "goclaw::conn");
+        assert_eq!(v["conn_id"], "b5a1");
+        assert_eq!(v["active"], 3);
+        assert_eq!(v["ok"], true);
+        assert_eq!(v["node_id"], "quote\"d");
+        assert!(v.get("gone").is_none());
+    }
+}

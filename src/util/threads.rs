@@ -1,0 +1,134 @@
+//! Thread bookkeeping shared by the gateway and the metrics listener:
+//! connection slots that bound how many threads run, and the join handles
+//! of those threads. Never blocks except in the explicit waits, and never
+//! holds a lock while joining.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
+use std::thread::JoinHandle;
+use std::time::Instant;
+
+use log::info;
+use parking_lot::{Condvar, Mutex};
+
+use crate::util::maps::shrink_if_sparse;
+
+/// Counts connection threads against `--max-connections`; lets shutdown
+/// wait for the count to reach zero.
+#[derive(Debug)]
+pub struct Slots {
+    max: usize,
+    active: AtomicUsize,
+    idle_lock: Mutex<()>,
+    idle: Condvar,
+}
+
+impl Slots {
+    /// `max` slots, none in use.
+    pub fn new(max: usize) -> Slots {
+        Slots { max, active: AtomicUsize::new(0), idle_lock: Mutex::new(()), idle: Condvar::new() }
+    }
+
+    /// Takes a slot, unless all are in use.
+    pub fn try_acquire(&self) -> bool {
+        self.active.fetch_update(SeqCst, SeqCst, |n| (n < self.max).then_some(n + 1)).is_ok()
+    }
+
+    /// Gives a slot back; returns how many remain in use.
+    pub fn release(&self) -> usize {
+        let left = self.active.fetch_sub(1, SeqCst).saturating_sub(1);
+        if left == 0 {
+            let _guard = self.idle_lock.lock();
+            self.idle.notify_all();
+        }
+        left
+    }
+
+    /// Slots in use.
+    pub fn active(&self) -> usize {
+        self.active.load(SeqCst)
+    }
+
+    /// Waits until no slot is in use or `deadline` passes; true if idle.
+    pub fn wait_idle(&self, deadline: Instant) -> bool {
+        let mut guard = self.idle_lock.lock();
+        while self.active() > 0 {
+            if self.idle.wait_until(&mut guard, deadline).timed_out() {
+                return self.active() == 0;
+            }
+        }
+        true
+    }
+}
+
+/// Join handles of connection threads. A finished thread reports its key;
+/// the accept and heartbeat threads join finished threads promptly, so
+/// neither handles nor exited threads' stacks pile up under churn.
+#[derive(Debug, Default)]
+pub struct ConnThreads {
+    inner: Mutex<ThreadsInner>,
+}
+
+#[derive(Debug, Default)]
+struct ThreadsInner {
+    handles: HashMap<u64, JoinHandle<()>>,
+    /// Keys of threads that have finished (or are finishing).
+    finished: Vec<u64>,
+}
+
+impl ConnThreads {
+    /// Records a started thread.
+    pub fn insert(&self, key: u64, handle: JoinHandle<()>) {
+        self.inner.lock().handles.insert(key, handle);
+    }
+
+    /// Called by a connection thread as its last act.
+    pub fn finished(&self, key: u64) {
+        self.inner.lock().finished.push(key);
+    }
+
+    /// Joins the threads that have finished.
+    pub fn reap(&self) {
+        let done: Vec<JoinHandle<()>> = {
+            let mut inner = self.inner.lock();
+            let ThreadsInner { handles, finished } = &mut *inner;
+            let mut done = Vec::new();
+            // A key may be reported before its handle is recorded; keep it until then.
+            finished.retain(|key| match handles.remove(key) {
+                Some(handle) => {
+                    done.push(handle);
+                    false
+                }
+                None => true,
+            });
+            shrink_if_sparse(handles);
+            done
+        };
+        for handle in done {
+            join(handle);
+        }
+    }
+
+    /// Joins every thread; returns how many there were.
+    pub fn join_all(&self) -> usize {
+        let handles: Vec<JoinHandle<()>> = {
+            let mut inner = self.inner.lock();
+            inner.finished.clear();
+            inner.handles.drain().map(|(_, h)| h).collect()
+        };
+        let count = handles.len();
+        for handle in handles {
+            join(handle);
+        }
+        count
+    }
+}
+
+fn join(handle: JoinHandle<()>) {
+    let name = handle.thread().name().unwrap_or("?").to_string();
+    if handle.join().is_err() {
+        // The panic message was already printed by the panic hook; the
+        // connection's guards cleaned up during unwinding.
+        info!(thread:% = name; "joined a connection thread that panicked");
+    }
+}
