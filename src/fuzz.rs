@@ -7,8 +7,9 @@
 
 use serde_json::value::RawValue;
 
-use crate::gateway::NodeInfo;
-use crate::wire::{frame, http, params};
+use crate::gateway::{NodeIdentity, NodeInfo, write_invoke_ok};
+use crate::wire::frame::{ErrorCode, Failure};
+use crate::wire::{connect, frame, http, params};
 
 /// A text frame as the connection loop parses it: envelope, then the
 /// params of whichever method it names.
@@ -63,25 +64,24 @@ pub fn upgrade_request(data: &[u8]) {
 }
 
 fn connect_params_of(params: Option<&RawValue>) {
-    if let Ok(hello) = params::parse_connect(params) {
-        let info = NodeInfo::new(&hello.client, hello.commands, 0);
+    if let Ok(hello) = connect::parse_connect(params) {
+        let info = NodeInfo::new(hello.client.id.clone(), NodeIdentity::Token, hello, "127.0.0.1", 0);
         assert_json(info.json.as_bytes());
+        assert_json(info.describe().as_bytes());
     }
 }
 
 fn invoke_result_of(params: Option<&RawValue>) {
     let Ok(result) = params::parse_result(params) else { return };
     let mut out = Vec::new();
-    match &result.outcome {
-        params::Outcome::Ok(payload) => frame::write_ok(&mut out, r#""r1""#, payload),
-        params::Outcome::Err { code, message } => frame::write_error(&mut out, Some(r#""r1""#), code, message),
-    }
+    write_invoke_ok(&mut out, r#""r1""#, "node-1", "echo", &result.outcome);
     assert_json(&out);
 }
 
 fn error_response(id: Option<&str>) -> Vec<u8> {
     let mut out = Vec::new();
-    frame::write_error(&mut out, id, "INVALID_REQUEST", "message with \"quotes\" and \u{1}");
+    let failure = Failure::new(ErrorCode::InvalidRequest, "message with \"quotes\" and \u{1}");
+    frame::write_error(&mut out, id, &failure);
     out
 }
 

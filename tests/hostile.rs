@@ -22,7 +22,12 @@ use tungstenite::Message;
 
 /// Sends raw bytes after `connect` and waits for the connection to end.
 fn attack(addr: SocketAddr, bytes: &[u8]) -> Client {
-    let mut ws = operator(addr);
+    attack_from(addr, None, bytes)
+}
+
+/// `attack` from a given loopback source address.
+fn attack_from(addr: SocketAddr, from: Option<IpAddr>, bytes: &[u8]) -> Client {
+    let mut ws = operator_from(addr, from);
     let _ = ws.get_mut().write_all(bytes);
     ws
 }
@@ -91,15 +96,15 @@ fn slowloris_costs_one_thread_and_little_memory_each() {
     let mut upgraded = Vec::new();
     for i in 0..HELD {
         match i % 4 {
-            0 => streams.push(tcp(addr, None, None)),
+            0 => streams.push(tcp(addr, source(i), None)),
             1 => {
-                let mut stream = tcp(addr, None, None);
+                let mut stream = tcp(addr, source(i), None);
                 stream.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n").unwrap();
                 streams.push(stream);
             }
-            2 => upgraded.push(upgrade(tcp(addr, None, None)).0),
+            2 => upgraded.push(upgrade(tcp(addr, source(i), None)).0),
             _ => {
-                let mut ws = upgrade(tcp(addr, None, None)).0;
+                let mut ws = upgrade(tcp(addr, source(i), None)).0;
                 ws.get_mut().write_all(&[0x81]).unwrap();
                 upgraded.push(ws);
             }
@@ -141,7 +146,7 @@ fn adversarial_json_gets_an_answer_and_the_connection_stays_usable() {
         let short = &frame[..frame.len().min(80)];
         assert_eq!(res["id"], id, "{short}: {res}");
         match code {
-            Some(code) => assert_eq!(res["error"]["code"], code, "{short}: {res}"),
+            Some(code) => assert_eq!(res["error"]["details"]["code"], code, "{short}: {res}"),
             None => assert_eq!(res["ok"], true, "{short}: {res}"),
         }
         assert!(res.to_string().len() < 1000, "the answer does not echo the input: {short}");
@@ -151,7 +156,7 @@ fn adversarial_json_gets_an_answer_and_the_connection_stays_usable() {
     let mut params = connect_params("node", "many", &[]);
     params["commands"] = serde_json::from_str(&format!("[{}\"c\"]", "\"c\",".repeat(100_000))).unwrap();
     let res = hello(&mut ws, params);
-    assert_eq!(res["error"]["code"], "INVALID_REQUEST", "{res}");
+    assert_eq!(res["error"]["details"]["code"], "INVALID_REQUEST", "{res}");
     request(&mut op, "still", "health", json!(null));
     assert_eq!(recv_res(&mut op, "still")["ok"], true);
 }
@@ -235,7 +240,7 @@ fn pending_invokes_are_bounded_per_connection_and_in_total() {
     }
     for i in 256..300 {
         let res = recv_res(&mut first, &format!("a{i}"));
-        assert_eq!(res["error"]["code"], "RATE_LIMITED", "{res}");
+        assert_eq!(res["error"]["details"]["code"], "RATE_LIMITED", "{res}");
         assert!(res["error"]["message"].as_str().unwrap().contains("this connection"), "{res}");
     }
     // Fifteen more fill the gateway's 4096; then everybody is refused.
@@ -249,7 +254,7 @@ fn pending_invokes_are_bounded_per_connection_and_in_total() {
     let mut last = operator(addr);
     request(&mut last, "over", "node.invoke", invoke.clone());
     let res = recv_res(&mut last, "over");
-    assert_eq!(res["error"]["code"], "RATE_LIMITED", "{res}");
+    assert_eq!(res["error"]["details"]["code"], "RATE_LIMITED", "{res}");
     assert!(res["error"]["message"].as_str().unwrap().contains("in the gateway"), "{res}");
     // The node goes: every pending invoke is answered once, NODE_DISCONNECTED.
     node_socket.shutdown(std::net::Shutdown::Both).unwrap();
@@ -262,7 +267,7 @@ fn pending_invokes_are_bounded_per_connection_and_in_total() {
         let ids: std::collections::BTreeSet<String> = (0..256)
             .map(|_| {
                 let res = next_response(op);
-                assert_eq!(res["error"]["code"], "NODE_DISCONNECTED", "{res}");
+                assert_eq!(res["error"]["details"]["code"], "NODE_DISCONNECTED", "{res}");
                 res["id"].as_str().unwrap().to_string()
             })
             .collect();
@@ -374,7 +379,7 @@ fn a_killed_client_process_is_cleaned_up_at_once() {
     child.wait().unwrap();
     let killed = Instant::now();
     let res = recv_res(&mut op, "i");
-    assert_eq!(res["error"]["code"], "NODE_DISCONNECTED", "{res}");
+    assert_eq!(res["error"]["details"]["code"], "NODE_DISCONNECTED", "{res}");
     assert!(killed.elapsed() < Duration::from_secs(1));
     assert!(wait_for(Duration::from_secs(2), || gw.active_connections() == 1));
 }
@@ -508,7 +513,7 @@ fn torture_run_loses_nothing_and_returns_to_baseline() {
             let Message::Text(text) = message else { continue };
             let frame: Value = serde_json::from_str(&text).unwrap();
             if frame["event"] == "node.invoke.request" {
-                let result = json!({"id": frame["payload"]["id"], "ok": true, "payload": frame["payload"]["params"]});
+                let result = json!({"id": frame["payload"]["id"], "ok": true, "payload": params_of(&frame)});
                 request(&mut good_node, "r", "node.invoke.result", result);
             }
         }
@@ -535,7 +540,7 @@ fn torture_run_loses_nothing_and_returns_to_baseline() {
                 );
                 sent.fetch_add(1, Ordering::Relaxed);
                 let res = recv_res(&mut good_op, &id);
-                assert_eq!((res["ok"].clone(), res["payload"].clone()), (json!(true), json!(i)), "{res}");
+                assert_eq!((res["ok"].clone(), invoke_payload(&res)), (json!(true), json!(i)), "{res}");
                 answered.fetch_add(1, Ordering::Relaxed);
                 i += 1;
                 // Well within --message-rate for the node and the operator.
@@ -558,11 +563,11 @@ fn torture_run_loses_nothing_and_returns_to_baseline() {
     }));
     // A message flood on one connection.
     attacks.push(thread::spawn(move || {
-        let mut ws = operator(addr);
+        let mut ws = operator_from(addr, source(400));
         let mut limited = 0;
         for i in 0..2000 {
             request(&mut ws, &format!("f{i}"), "health", json!(null));
-            if recv_res(&mut ws, &format!("f{i}"))["error"]["code"] == "RATE_LIMITED" {
+            if recv_res(&mut ws, &format!("f{i}"))["error"]["details"]["code"] == "RATE_LIMITED" {
                 limited += 1;
             }
         }
@@ -571,7 +576,7 @@ fn torture_run_loses_nothing_and_returns_to_baseline() {
     // Invokes with long timeouts at a node that never answers, then leaves.
     attacks.push(thread::spawn(move || {
         let (mute, mute_socket) = silent_node(addr, "mute");
-        let mut ws = operator(addr);
+        let mut ws = operator_from(addr, source(401));
         for i in 0..300 {
             request(
                 &mut ws,
@@ -589,24 +594,27 @@ fn torture_run_loses_nothing_and_returns_to_baseline() {
             if res["id"] == "sync" {
                 break;
             }
-            codes.push(res["error"]["code"].clone());
+            codes.push(res["error"]["details"]["code"].clone());
         }
         mute_socket.shutdown(std::net::Shutdown::Both).unwrap();
         mute.join().unwrap();
-        codes.extend((0..256).map(|_| next_response(&mut ws)["error"]["code"].clone()));
+        codes.extend((0..256).map(|_| next_response(&mut ws)["error"]["details"]["code"].clone()));
         assert_eq!(codes.iter().filter(|c| *c == "RATE_LIMITED").count(), 44);
         assert_eq!(codes.iter().filter(|c| *c == "NODE_DISCONNECTED").count(), 256);
     }));
     // A node-id storm, deaf to the 4000 closes.
     attacks.push(thread::spawn(move || {
-        let storm: Vec<Client> = (0..20).map(|_| node(addr, "storm", &["echo"])).collect();
+        // Each attack comes from addresses of its own: the per-source bound
+        // on unauthenticated connections (SPEC §5) would otherwise refuse
+        // the ones that happen to handshake at the same instant.
+        let storm: Vec<Client> = (0..20).map(|i| node_from(addr, source(100 + i), "storm", &["echo"])).collect();
         thread::sleep(Duration::from_secs(3));
         drop(storm);
     }));
     // Clients that flood and never read.
-    for _ in 0..10 {
+    for i in 0..10 {
         attacks.push(thread::spawn(move || {
-            let mut ws = upgrade(tcp(addr, None, Some(4096))).0;
+            let mut ws = upgrade(tcp(addr, source(200 + i), Some(4096))).0;
             hello(&mut ws, connect_params("operator", "staller", &[]));
             let request =
                 client_frame(0x81, json!({"type": "req", "id": "s", "method": "health"}).to_string().as_bytes());
@@ -618,8 +626,8 @@ fn torture_run_loses_nothing_and_returns_to_baseline() {
     }
     // Slowloris, framing garbage, malformed JSON.
     attacks.push(thread::spawn(move || {
-        let silent: Vec<_> = (0..10).map(|_| tcp(addr, None, None)).collect();
-        let mut partial: Vec<_> = (0..5).map(|_| tcp(addr, None, None)).collect();
+        let silent: Vec<_> = (0..10).map(|i| tcp(addr, source(i), None)).collect();
+        let mut partial: Vec<_> = (0..5).map(|i| tcp(addr, source(10 + i), None)).collect();
         for stream in &mut partial {
             let _ = stream.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n");
         }
@@ -637,17 +645,17 @@ fn torture_run_loses_nothing_and_returns_to_baseline() {
             client_frame(0x09, b"fragmented ping"),
             huge_header,
         ];
-        for bytes in garbage.iter().cycle().take(30) {
-            let mut ws = attack(addr, bytes);
+        for (i, bytes) in garbage.iter().cycle().take(30).enumerate() {
+            let mut ws = attack_from(addr, source(300 + i), bytes);
             let _ = ws.read();
         }
     }));
     attacks.push(thread::spawn(move || {
-        let mut ws = operator(addr);
+        let mut ws = operator_from(addr, source(402));
         let frames = ["{", "[]", "null", r#"{"type":"req"}"#, r#"{"type":"req","id":"x","method":5}"#, "\u{0}"];
         for frame in frames.iter().cycle().take(200) {
             ws.send(Message::text(*frame)).unwrap();
-            assert_eq!(next_response(&mut ws)["error"]["code"], "INVALID_REQUEST");
+            assert_eq!(next_response(&mut ws)["error"]["details"]["code"], "INVALID_REQUEST");
         }
     }));
     // A client process frozen mid-conversation, another killed.

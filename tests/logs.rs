@@ -116,6 +116,7 @@ fn run_binary(state_dir: &Path, level: &str, env: &[(&str, &str)]) -> String {
     let mut command = Command::new(BIN);
     command
         .args(["serve", "--listen", "127.0.0.1:0", "--metrics-listen", "127.0.0.1:0", "--log-level", level])
+        .arg("--allow-token-nodes")
         .args(["--state-dir", state_dir.to_str().unwrap()])
         .env_clear()
         .env("GOCLAW_TOKEN", SECRET)

@@ -127,7 +127,7 @@ fn each_series_moves_when_its_event_happens() {
     let mut bad = ws(addr);
     let mut params = connect_params("operator", "x", &[]);
     params["auth"]["token"] = json!("nope");
-    assert_eq!(hello(&mut bad, params)["error"]["code"], "UNAUTHORIZED");
+    assert_eq!(hello(&mut bad, params)["error"]["details"]["code"], "UNAUTHORIZED");
     recv_close(&mut bad);
     let mut big = operator(addr);
     big.send(tungstenite::Message::text("x".repeat(4096))).unwrap();

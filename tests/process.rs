@@ -162,7 +162,7 @@ fn an_independent_client_can_do_a_full_round_trip_against_the_binary() {
         "node.invoke.result",
         json!({"id": routed["payload"]["id"], "ok": true, "payload": {"y": 2}}),
     );
-    assert_eq!(recv_res(&mut op, "1")["payload"], json!({"y": 2}));
+    assert_eq!(invoke_payload(&recv_res(&mut op, "1")), json!({"y": 2}));
 }
 
 /// Datagrams the binary sent to our notify socket within `limit`, until

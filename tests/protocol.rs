@@ -13,7 +13,8 @@ fn challenge_then_hello_ok() {
     let gw = start(config());
     let (mut ws, challenge) = upgrade(tcp(gw.local_addr(), None, None));
     assert_eq!(challenge["type"], "event");
-    assert_eq!(challenge["seq"], 1);
+    // A targeted event: no seq (SPEC §4).
+    assert!(challenge.get("seq").is_none(), "{challenge}");
     assert_eq!(challenge["payload"]["nonce"].as_str().unwrap().len(), 36);
     assert!(challenge["payload"]["ts"].as_u64().unwrap() > 1_600_000_000_000);
 
@@ -27,8 +28,13 @@ fn challenge_then_hello_ok() {
     assert_eq!(payload["policy"]["maxPayload"], 524_288);
     assert_eq!(payload["policy"]["tickIntervalMs"], 60_000);
     assert_eq!(payload["policy"]["pingIntervalMs"], 4_000);
+    assert!(payload["policy"]["maxBufferedBytes"].as_u64().unwrap() >= 524_288);
+    assert_eq!(payload["auth"], json!({"role": "node", "scopes": []}));
+    assert!(payload["snapshot"].is_object());
     let methods = payload["features"]["methods"].as_array().unwrap();
-    assert!(methods.contains(&json!("node.invoke")));
+    for method in ["node.invoke", "node.describe", "node.event", "node.runnerInventory.update"] {
+        assert!(methods.contains(&json!(method)), "{method}");
+    }
     let events = payload["features"]["events"].as_array().unwrap();
     assert!(events.contains(&json!("presence")));
 }
@@ -64,9 +70,12 @@ fn connect_failures_answer_then_close_1008() {
         send(&mut ws, &frame);
         let res = recv(&mut ws);
         assert_eq!(res["ok"], false, "{frame}: {res}");
-        assert_eq!(res["error"]["code"], code, "{frame}: {res}");
+        assert_eq!(res["error"]["details"]["code"], code, "{frame}: {res}");
         assert_eq!(res["id"].as_str(), id, "{frame}: {res}");
-        assert_eq!(close_code(&recv_close(&mut ws)), 1008, "{frame}");
+        // The real gateway's answer to a mismatch, which makes a 2026.9.6
+        // node host fall back to v3 (OPENCLAW.md §3): close 1002.
+        let want = if code == "PROTOCOL_MISMATCH" { 1002 } else { 1008 };
+        assert_eq!(close_code(&recv_close(&mut ws)), want, "{frame}");
     }
     let errors = gw.metrics();
     assert_eq!(errors.errors(goclaw::ErrorType::Auth), 2);
@@ -121,7 +130,7 @@ fn requests_after_connect() {
         let ws = if from_node { &mut node } else { &mut op };
         request(ws, "x", method, json!({}));
         let res = recv_res(ws, "x");
-        assert_eq!(res["error"]["code"], code, "{method}: {res}");
+        assert_eq!(res["error"]["details"]["code"], code, "{method}: {res}");
     }
 }
 
@@ -153,7 +162,7 @@ fn malformed_frames_get_invalid_request_and_the_connection_stays_usable() {
             continue;
         }
         assert_eq!(res["ok"], false, "{short}: {res}");
-        assert_eq!(res["error"]["code"], "INVALID_REQUEST", "{short}: {res}");
+        assert_eq!(res["error"]["details"]["code"], "INVALID_REQUEST", "{short}: {res}");
         assert_eq!(res["id"], id, "{short}: {res}");
     }
     request(&mut op, "ok", "health", json!(null));
@@ -172,7 +181,7 @@ fn request_result(node: &mut Client, params: Value) {
     request(node, "r", "node.invoke.result", params);
     let ack = recv_res(node, "r");
     assert_eq!(ack["ok"], true, "{ack}");
-    assert_eq!(ack["payload"], json!({}));
+    assert_eq!(ack["payload"], json!({"ok": true}));
 }
 
 #[test]
@@ -187,43 +196,47 @@ fn invoke_round_trips() {
     let payload = &routed["payload"];
     assert_eq!(payload["nodeId"], "pi");
     assert_eq!(payload["command"], "echo");
-    assert_eq!(payload["params"], json!({"a": [1, "x"]}));
-    let params_json: Value = serde_json::from_str(payload["paramsJSON"].as_str().unwrap()).unwrap();
-    assert_eq!(params_json, json!({"a": [1, "x"]}));
+    // paramsJSON only, as the real gateway sends it; no seq on a targeted event.
+    assert!(payload.get("params").is_none() && routed.get("seq").is_none(), "{routed}");
+    assert_eq!(params_of(&routed), json!({"a": [1, "x"]}));
     assert_eq!(payload["timeoutMs"], 30_000);
+    assert!(payload["idempotencyKey"].as_str().is_some_and(|k| !k.is_empty()), "{routed}");
     let res = recv_res(&mut op, "1");
-    assert_eq!((res["ok"].clone(), res["payload"].clone()), (json!(true), json!({"b": 2})));
+    assert_eq!(res["ok"], true);
+    assert_eq!(res["payload"], json!({"ok": true, "nodeId": "pi", "command": "echo", "payload": {"b": 2}}));
 
-    // payloadJSON carries the payload as a string.
-    request(&mut op, "2", "node.invoke", json!({"nodeId": "pi", "command": "echo"}));
+    // payloadJSON is forwarded as the node sent it.
+    request(&mut op, "2", "node.invoke", json!({"nodeId": "pi", "command": "echo", "idempotencyKey": "k2"}));
     let routed = answer(&mut node, json!({"ok": true, "payloadJSON": "{\"c\":[3]}"}));
-    assert_eq!(routed["payload"]["params"], Value::Null);
-    assert_eq!(recv_res(&mut op, "2")["payload"], json!({"c": [3]}));
+    assert_eq!((params_of(&routed), routed["payload"]["idempotencyKey"].clone()), (Value::Null, json!("k2")));
+    let res = recv_res(&mut op, "2");
+    assert_eq!((res["payload"]["payloadJSON"].clone(), res["payload"].get("payload")), (json!("{\"c\":[3]}"), None));
 
-    // The node's own error is forwarded.
+    // The node's own error comes back as UNAVAILABLE with details.nodeError.
     request(&mut op, "3", "node.invoke", json!({"nodeId": "pi", "command": "echo"}));
     answer(&mut node, json!({"ok": false, "error": {"code": "E_BUSY", "message": "try later"}}));
     let res = recv_res(&mut op, "3");
-    assert_eq!(res["error"], json!({"code": "E_BUSY", "message": "try later"}));
+    assert_eq!(res["error"]["code"], "UNAVAILABLE");
+    assert_eq!(res["error"]["details"]["nodeError"], json!({"code": "E_BUSY", "message": "try later"}));
 
     // Routing errors.
     request(&mut op, "4", "node.invoke", json!({"nodeId": "nobody", "command": "echo"}));
-    assert_eq!(recv_res(&mut op, "4")["error"]["code"], "NODE_NOT_FOUND");
+    assert_eq!(recv_res(&mut op, "4")["error"]["details"]["code"], "NODE_NOT_FOUND");
     request(&mut op, "5", "node.invoke", json!({"nodeId": "pi", "command": "reboot"}));
-    assert_eq!(recv_res(&mut op, "5")["error"]["code"], "UNKNOWN_COMMAND");
+    assert_eq!(recv_res(&mut op, "5")["error"]["details"]["code"], "UNKNOWN_COMMAND");
     request(&mut op, "6", "node.invoke", json!({"nodeId": "pi", "command": "echo", "timeoutMs": 600_001}));
-    assert_eq!(recv_res(&mut op, "6")["error"]["code"], "INVALID_REQUEST");
+    assert_eq!(recv_res(&mut op, "6")["error"]["details"]["code"], "INVALID_REQUEST");
 
     // A malformed result is refused and the invoke stays pending.
     request(&mut op, "7", "node.invoke", json!({"nodeId": "pi", "command": "echo"}));
     let routed = recv_event(&mut node, "node.invoke.request");
     let id = routed["payload"]["id"].clone();
     request(&mut node, "bad", "node.invoke.result", json!({"id": id, "ok": true, "payloadJSON": "{"}));
-    assert_eq!(recv_res(&mut node, "bad")["error"]["code"], "INVALID_REQUEST");
+    assert_eq!(recv_res(&mut node, "bad")["error"]["details"]["code"], "INVALID_REQUEST");
     request(&mut node, "bad2", "node.invoke.result", json!({"id": id, "nodeId": "other", "ok": true}));
-    assert_eq!(recv_res(&mut node, "bad2")["error"]["code"], "INVALID_REQUEST");
+    assert_eq!(recv_res(&mut node, "bad2")["error"]["details"]["code"], "INVALID_REQUEST");
     request_result(&mut node, json!({"id": id, "ok": true}));
-    assert_eq!(recv_res(&mut op, "7")["payload"], Value::Null);
+    assert_eq!(invoke_payload(&recv_res(&mut op, "7")), Value::Null);
 
     assert_eq!(gw.metrics().invokes(InvokeOutcome::Ok), 3);
     assert_eq!(gw.metrics().invokes(InvokeOutcome::Error), 1);
@@ -243,11 +256,11 @@ fn an_operator_can_pipeline_invokes() {
     routed.reverse();
     for request in &routed {
         let id = request["payload"]["id"].clone();
-        request_result(&mut node, json!({"id": id, "ok": true, "payload": request["payload"]["params"]}));
+        request_result(&mut node, json!({"id": id, "ok": true, "payload": params_of(request)}));
     }
     for i in 0..20 {
         let res = recv_res(&mut op, &format!("p{}", 19 - i));
-        assert_eq!(res["payload"], json!(19 - i));
+        assert_eq!(invoke_payload(&res), json!(19 - i));
     }
 }
 
@@ -261,7 +274,7 @@ fn every_invoke_gets_one_answer_on_timeout_and_disconnect() {
     request(&mut op, "t", "node.invoke", json!({"nodeId": "slow", "command": "wait", "timeoutMs": 200}));
     let routed = recv_event(&mut node, "node.invoke.request");
     let res = recv_res(&mut op, "t");
-    assert_eq!(res["error"]["code"], "TIMEOUT", "{res}");
+    assert_eq!(res["error"]["details"]["code"], "TIMEOUT", "{res}");
     // The late result is dropped; the node still gets its ack, the operator nothing more.
     request_result(&mut node, json!({"id": routed["payload"]["id"], "ok": true}));
 
@@ -269,7 +282,7 @@ fn every_invoke_gets_one_answer_on_timeout_and_disconnect() {
     recv_event(&mut node, "node.invoke.request");
     drop(node);
     let res = recv_res(&mut op, "d");
-    assert_eq!(res["error"]["code"], "NODE_DISCONNECTED", "{res}");
+    assert_eq!(res["error"]["details"]["code"], "NODE_DISCONNECTED", "{res}");
 
     request(&mut op, "after", "health", json!(null));
     assert_eq!(recv_res(&mut op, "after")["ok"], true);
@@ -288,7 +301,7 @@ fn a_node_is_invokable_as_soon_as_it_has_its_hello_ok() {
         let mut node = node(addr, &id, &["echo"]);
         request(&mut op, &id, "node.invoke", json!({"nodeId": id, "command": "echo", "params": i}));
         answer(&mut node, json!({"ok": true, "payload": i}));
-        assert_eq!(recv_res(&mut op, &id)["payload"], i, "invoke {i}");
+        assert_eq!(invoke_payload(&recv_res(&mut op, &id)), i, "invoke {i}");
     }
 }
 
@@ -302,14 +315,14 @@ fn a_node_with_a_taken_id_replaces_the_old_one() {
     recv_event(&mut first, "node.invoke.request");
 
     let mut second = node(addr, "dup", &["echo"]);
-    assert_eq!(recv_res(&mut op, "1")["error"]["code"], "NODE_DISCONNECTED");
+    assert_eq!(recv_res(&mut op, "1")["error"]["details"]["code"], "NODE_DISCONNECTED");
     let close = recv_close(&mut first);
     assert_eq!(close_code(&close), 4000);
     assert_eq!(close.unwrap().reason.as_str(), "replaced");
 
     request(&mut op, "2", "node.invoke", json!({"nodeId": "dup", "command": "echo"}));
     answer(&mut second, json!({"ok": true, "payload": "second"}));
-    assert_eq!(recv_res(&mut op, "2")["payload"], "second");
+    assert_eq!(invoke_payload(&recv_res(&mut op, "2")), "second");
     assert!(wait_for(Duration::from_secs(5), || gw.metrics().nodes_connected() == 1));
 }
 

@@ -37,7 +37,7 @@ fn every_client_gets_the_event_and_a_close_and_every_invoke_an_answer() {
     for op in &mut operators {
         recv_event(op, "shutdown");
         let res = recv_res(op, "inv");
-        assert_eq!(res["error"]["code"], "UNAVAILABLE", "{res}");
+        assert_eq!(res["error"]["details"]["code"], "UNAVAILABLE", "{res}");
         assert_eq!(close_code(&recv_close(op)), 1001);
     }
     for ws in nodes.iter_mut().chain([&mut fresh]) {

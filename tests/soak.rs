@@ -98,7 +98,7 @@ fn serve_node(ws: &mut Client, until: Option<Instant>, tally: &Tally) {
         };
         let frame: Value = serde_json::from_str(&text).unwrap_or_default();
         if frame["event"] == "node.invoke.request" {
-            let result = json!({"id": frame["payload"]["id"], "ok": true, "payload": frame["payload"]["params"]});
+            let result = json!({"id": frame["payload"]["id"], "ok": true, "payload": params_of(&frame)});
             let reply = json!({"type": "req", "id": "r", "method": "node.invoke.result", "params": result});
             if ws.send(Message::text(reply.to_string())).is_err() {
                 return;
@@ -184,7 +184,7 @@ fn invoke(ws: &mut Client, node: &str, id: &str, tally: &Tally) {
             }
             "ok".to_string()
         } else {
-            frame["error"]["code"].as_str().unwrap_or("?").to_string()
+            frame["error"]["details"]["code"].as_str().unwrap_or("?").to_string()
         };
         if !["ok", "NODE_NOT_FOUND", "NODE_DISCONNECTED"].contains(&outcome.as_str()) {
             tally.problem(format!("{id}: {frame}"));

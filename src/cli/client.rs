@@ -18,9 +18,10 @@ use crate::client::operator::Target;
 use crate::client::sysinfo;
 use crate::gateway::config::Config;
 use crate::util::ConfigError;
+use crate::wire::connect::{MAX_COMMAND_BYTES, MAX_LABEL_BYTES};
 use crate::wire::frame::MAX_ID_BYTES;
 use crate::wire::net;
-use crate::wire::params::{MAX_COMMAND_BYTES, MAX_INVOKE_TIMEOUT_MS, MAX_LABEL_BYTES};
+use crate::wire::params::MAX_INVOKE_TIMEOUT_MS;
 
 /// Default gateway for the client commands (the gateway's default listener).
 const DEFAULT_URL: &str = "ws://127.0.0.1:18789/ws";

@@ -5,7 +5,9 @@ use std::path::{Path, PathBuf};
 
 use crate::cli::args::{FlagSpec, Lookup, resolve_token, split_args};
 use crate::cli::command::Command;
-use crate::cli::values::{parse_addr, parse_duration, parse_level, parse_number, parse_origin, parse_rate};
+use crate::cli::values::{
+    parse_addr, parse_bool, parse_duration, parse_level, parse_number, parse_origin, parse_rate, parse_switch,
+};
 use crate::gateway::config::Config;
 use crate::util::ConfigError;
 
@@ -87,6 +89,18 @@ pub const FLAGS: &[Flag] = &[
         default: "any",
         help: "browser Origin allowed to connect; repeatable (variable: comma-separated)",
     },
+    Flag {
+        name: "--allow-token-nodes",
+        value: "",
+        default: "off",
+        help: "accept nodes without a device identity, by the shared token and client.id",
+    },
+    Flag {
+        name: "--local-auto-approve",
+        value: "BOOL",
+        default: "true",
+        help: "approve a device silently on loopback with the shared token and no proxy header",
+    },
 ];
 
 /// The only flag that may be given more than once.
@@ -112,7 +126,7 @@ pub fn parse<F>(args: &[String], env: &F) -> Result<Command, ConfigError>
 where
     F: Fn(&str) -> Option<String>,
 {
-    let flags: Vec<FlagSpec> = FLAGS.iter().map(|flag| (flag.name, true)).collect();
+    let flags: Vec<FlagSpec> = FLAGS.iter().map(|flag| (flag.name, !flag.value.is_empty())).collect();
     let Some(parsed) = split_args("serve", args, &flags, Some(REPEATABLE))? else {
         return Ok(Command::Help(help()));
     };
@@ -152,6 +166,9 @@ fn build_config<F: Fn(&str) -> Option<String>>(lookup: &Lookup<'_, F>) -> Result
         tick_interval: lookup.parsed("--tick-interval", d.tick_interval, parse_duration)?,
         shutdown_timeout: lookup.parsed("--shutdown-timeout", d.shutdown_timeout, parse_duration)?,
         allowed_origins,
+        allow_token_nodes: lookup.parsed("--allow-token-nodes", d.allow_token_nodes, parse_switch)?,
+        local_auto_approve: lookup.parsed("--local-auto-approve", d.local_auto_approve, parse_bool)?,
+        max_unauthenticated_per_source: d.max_unauthenticated_per_source,
     };
     config.validate()?;
     Ok(config)

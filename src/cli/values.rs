@@ -92,6 +92,20 @@ pub fn parse_rate(source: &str, text: &str) -> Result<f64, ConfigError> {
     }
 }
 
+/// `true` or `false` (also `1`/`0`, `yes`/`no`, `on`/`off`).
+pub fn parse_bool(source: &str, text: &str) -> Result<bool, ConfigError> {
+    match text.to_ascii_lowercase().as_str() {
+        "true" | "1" | "yes" | "on" => Ok(true),
+        "false" | "0" | "no" | "off" => Ok(false),
+        _ => Err(ConfigError::new(source, format!("invalid value {text:?}: expected true or false"))),
+    }
+}
+
+/// A flag without a value: given means on; its variable takes a boolean.
+pub fn parse_switch(source: &str, text: &str) -> Result<bool, ConfigError> {
+    if text.is_empty() { Ok(true) } else { parse_bool(source, text) }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -210,14 +210,20 @@ fn answer(
 ) -> Option<Answer> {
     let command = request["command"].as_str().unwrap_or_default();
     debug!(command = command, invoke_id = request["id"].as_str().unwrap_or_default(); "invoke request");
+    // The params as the gateway sends them: `paramsJSON` (OpenClaw), else `params`.
+    let params = match (request["paramsJSON"].as_str(), request.get("params")) {
+        (Some(text), _) => text.to_string(),
+        (None, Some(params)) => params.to_string(),
+        (None, None) => "null".to_string(),
+    };
     let built_in = match command {
-        "device.status" => Some(sysinfo::device_status()),
-        "system.info" => Some(sysinfo::system_info()),
-        "echo" => Some(request["params"].clone()),
+        "device.status" => Some(sysinfo::device_status().to_string()),
+        "system.info" => Some(sysinfo::system_info().to_string()),
+        "echo" => Some(params.clone()),
         _ => None,
     };
     if let Some(payload) = built_in {
-        return Some(Ok(payload.to_string()));
+        return Some(Ok(payload));
     }
     let Some(exec) = config.execs.iter().find(|e| e.name == command) else {
         return Some(Err(("UNKNOWN_COMMAND", format!("this node has no command {command:?}"))));
@@ -228,7 +234,6 @@ fn answer(
     }
     let invoke_timeout = Duration::from_millis(request["timeoutMs"].as_u64().unwrap_or(MAX_INVOKE_TIMEOUT_MS));
     let timeout = config.exec_timeout.min(invoke_timeout);
-    let params = request.get("paramsJSON").and_then(Value::as_str).unwrap_or("null").to_string();
     let (exec, request, done, running) = (exec.clone(), request.clone(), done.clone(), running.clone());
     let spawned = thread::Builder::new().name(format!("exec {}", exec.name)).spawn(move || {
         let outcome = run_program(&exec, &params, timeout);

@@ -155,9 +155,7 @@ impl Client {
                 if frame["ok"] == true {
                     return Ok(frame["payload"].clone());
                 }
-                let error = &frame["error"];
-                let text = |v: &Value| v.as_str().unwrap_or_default().to_string();
-                return Err(ClientError::Gateway { code: text(&error["code"]), message: text(&error["message"]) });
+                return Err(gateway_error(&frame["error"]));
             }
         }
     }
@@ -241,6 +239,21 @@ impl Write for Deadlined {
     fn flush(&mut self) -> io::Result<()> {
         Ok(())
     }
+}
+
+/// An error answer as a [`ClientError::Gateway`]: goclaw's precise reason
+/// (`details.code`) when there is one, else the top-level code; a node's
+/// own error (`details.nodeError`) as the node sent it.
+fn gateway_error(error: &Value) -> ClientError {
+    let text = |v: &Value| v.as_str().map(str::to_string);
+    let details = &error["details"];
+    let node = &details["nodeError"];
+    let (code, message) = if node.is_object() {
+        (text(&node["code"]), text(&node["message"]))
+    } else {
+        (text(&details["code"]).or_else(|| text(&error["code"])), text(&error["message"]))
+    };
+    ClientError::Gateway { code: code.unwrap_or_default(), message: message.unwrap_or_default() }
 }
 
 fn too_slow(endpoint: &Endpoint) -> ClientError {

@@ -20,6 +20,8 @@ pub const EXIT_USAGE: u8 = 2;
 /// Exit status when the gateway cannot be reached or the connection breaks.
 pub const EXIT_CONNECTION: u8 = 3;
 
+/// Most `node.list` pages `goclaw nodes` follows.
+const MAX_PAGES: usize = 1000;
 /// Time for an answer to `node.list`.
 const LIST_TIMEOUT: Duration = Duration::from_secs(10);
 /// Slack over an invoke's own timeout before we stop waiting for the
@@ -56,16 +58,35 @@ impl Target {
 /// The gateway's error answer, or a connection problem.
 pub fn nodes(target: &Target, as_json: bool, out: &mut impl Write) -> Result<(), ClientError> {
     let mut client = target.connect()?;
-    let payload = client.request("node.list", json!({}), LIST_TIMEOUT);
+    let nodes = list_all(&mut client);
     client.close();
-    let payload = payload?;
-    let nodes = payload["nodes"].as_array().cloned().unwrap_or_default();
+    let nodes = nodes?;
     let written = if as_json {
         writeln!(out, "{}", Value::Array(nodes))
     } else {
         out.write_all(node_table(&nodes, unix_ms()).as_bytes())
     };
     written.map_err(|e| ClientError::Connection(format!("cannot write the output: {e}")))
+}
+
+/// Every connected node, following `node.list`'s pages (at most
+/// [`MAX_PAGES`], so a gateway that keeps sending cursors cannot loop us).
+fn list_all(client: &mut Client) -> Result<Vec<Value>, ClientError> {
+    let mut nodes = Vec::new();
+    let mut cursor: Option<String> = None;
+    for _ in 0..MAX_PAGES {
+        let params = match &cursor {
+            Some(cursor) => json!({"cursor": cursor}),
+            None => json!({}),
+        };
+        let page = client.request("node.list", params, LIST_TIMEOUT)?;
+        nodes.extend(page["nodes"].as_array().cloned().unwrap_or_default());
+        match page["nextCursor"].as_str() {
+            Some(next) if cursor.as_deref() != Some(next) => cursor = Some(next.to_string()),
+            _ => return Ok(nodes),
+        }
+    }
+    Ok(nodes)
 }
 
 /// The aligned table `goclaw nodes` prints.
@@ -128,10 +149,23 @@ pub fn invoke(
     timeout: Duration,
 ) -> Result<Value, ClientError> {
     let mut client = target.connect()?;
-    let params = json!({"nodeId": node, "command": command, "params": params, "timeoutMs": timeout.as_millis() as u64});
+    let params = json!({
+        "nodeId": node, "command": command, "params": params,
+        "timeoutMs": timeout.as_millis() as u64, "idempotencyKey": uuid::Uuid::new_v4().to_string(),
+    });
     let answer = client.request("node.invoke", params, timeout + INVOKE_SLACK);
     client.close();
-    answer
+    unwrap_invoke(answer?)
+}
+
+/// The node's payload out of `node.invoke`'s answer: `{ok, nodeId,
+/// command}` with `payload`, or `payloadJSON` (a string to parse).
+fn unwrap_invoke(answer: Value) -> Result<Value, ClientError> {
+    match answer.get("payloadJSON").and_then(Value::as_str) {
+        Some(text) => serde_json::from_str(text)
+            .map_err(|_| ClientError::Connection("the gateway sent a payloadJSON that is not JSON".into())),
+        None => Ok(answer.get("payload").cloned().unwrap_or(Value::Null)),
+    }
 }
 
 /// `goclaw watch`: prints each `presence` event as a line until `stop` is

@@ -5,7 +5,7 @@
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::sync::Arc;
 use std::thread;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use log::{debug, warn};
 
@@ -14,6 +14,10 @@ use crate::gateway::state::Shared;
 use crate::ops::metrics::ErrorType;
 use crate::wire::http::{self, Refusal};
 use crate::wire::net::{self, ACCEPT_ERROR_PAUSE};
+
+/// `Retry-After` for a source at its unauthenticated-connection bound:
+/// about what a real client's handshake takes.
+const PREAUTH_RETRY: Duration = Duration::from_secs(1);
 
 /// Accepts until shutdown begins; answers the connection that woke it 503.
 pub fn accept_loop(shared: &Arc<Shared>, listener: &TcpListener) {
@@ -48,11 +52,16 @@ fn admit(shared: &Arc<Shared>, stream: TcpStream, addr: SocketAddr) {
     if let Err(wait) = shared.limiter.check(addr.ip(), accepted) {
         return refuse(&stream, Refusal::RateLimited(wait));
     }
+    if !shared.preauth.enter(addr.ip()) {
+        return refuse(&stream, Refusal::RateLimited(PREAUTH_RETRY));
+    }
     if !shared.slots.try_acquire() {
+        shared.preauth.leave(addr.ip());
         return refuse(&stream, Refusal::AtCapacity);
     }
     if let Err(e) = net::configure(&stream, shared.config.write_wait) {
         shared.slots.release();
+        shared.preauth.leave(addr.ip());
         debug!(addr:% = addr, error:% = e; "connection lost at accept");
         return;
     }

@@ -84,6 +84,16 @@ pub struct Config {
     /// Browser origins allowed to connect (`--allowed-origin`, repeatable).
     /// Empty: any origin. Requests without `Origin` are always allowed.
     pub allowed_origins: Vec<String>,
+    /// Accept nodes that present no device identity, by the shared token
+    /// and `client.id` (`--allow-token-nodes`, default off; SPEC §4.4).
+    pub allow_token_nodes: bool,
+    /// Approve a device silently when it connects from loopback with the
+    /// shared token and no forwarding header (`--local-auto-approve`,
+    /// default true; SPEC §4.4).
+    pub local_auto_approve: bool,
+    /// Connections from one source (IPv6 by /64) that may be open before
+    /// completing `connect` (default 8, SPEC §5). Not a flag.
+    pub max_unauthenticated_per_source: usize,
 }
 
 impl Default for Config {
@@ -109,6 +119,9 @@ impl Default for Config {
             tick_interval: Duration::from_secs(15),
             shutdown_timeout: Duration::from_secs(5),
             allowed_origins: Vec::new(),
+            allow_token_nodes: false,
+            local_auto_approve: true,
+            max_unauthenticated_per_source: 8,
         }
     }
 }
@@ -137,6 +150,9 @@ impl fmt::Debug for Config {
             .field("tick_interval", &self.tick_interval)
             .field("shutdown_timeout", &self.shutdown_timeout)
             .field("allowed_origins", &self.allowed_origins)
+            .field("allow_token_nodes", &self.allow_token_nodes)
+            .field("local_auto_approve", &self.local_auto_approve)
+            .field("max_unauthenticated_per_source", &self.max_unauthenticated_per_source)
             .finish()
     }
 }

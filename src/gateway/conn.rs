@@ -17,8 +17,9 @@ use tungstenite::protocol::{Role as WsRole, WebSocket};
 use uuid::Uuid;
 
 use crate::gateway::handshake::{self, Who};
-use crate::gateway::hub::Conn;
+use crate::gateway::limits::{Meter, Rate};
 use crate::gateway::outbox::Outbox;
+use crate::gateway::peer::Conn;
 use crate::gateway::send::Answer;
 use crate::gateway::session::Session;
 use crate::gateway::state::Shared;
@@ -87,7 +88,13 @@ impl Drop for ConnGuard {
             shared.presence(node_id, "disconnected");
         }
         for pending in departure.failed {
-            shared.answer(pending, Answer::Gateway(ErrorCode::NodeDisconnected, "the node disconnected"));
+            shared.answer(pending, Answer::Gateway(ErrorCode::NodeDisconnected, "node disconnected"));
+        }
+        for pending in departure.abandoned {
+            shared.abandon(pending);
+        }
+        if !self.who.authenticated {
+            shared.preauth.leave(self.conn.addr.ip());
         }
         let active = shared.slots.release();
         if !self.running {
@@ -99,7 +106,8 @@ impl Drop for ConnGuard {
         log!(target: "goclaw::conn", end.level,
             conn_id:% = self.conn.id, addr:% = self.conn.addr,
             role = self.who.role.map(Role::as_str), node_id = self.who.node_id.as_deref(),
-            reason = end.reason, code = end.code, error = end.detail.as_deref(),
+            reason = end.reason, code = end.server_code, client_code = end.client_code,
+            error = end.detail.as_deref(),
             duration_ms = self.accepted.elapsed().as_millis() as u64, active = active;
             "client disconnected");
         shared.threads.finished(self.conn.key);
@@ -116,23 +124,26 @@ fn run(mut guard: ConnGuard) {
 /// The whole life of a connection; returns how it ended.
 fn life(shared: &Arc<Shared>, conn: &Arc<Conn>, guard: &mut ConnGuard) -> End {
     let deadline = guard.accepted + shared.config.handshake_timeout;
-    let tail = match handshake::upgrade(shared, conn, deadline) {
-        Ok(tail) => tail,
+    let (tail, peer) = match handshake::upgrade(shared, conn, deadline) {
+        Ok(upgraded) => upgraded,
         Err(end) => return end,
     };
+    // Every frame counts from here on, pre-connect frames included (SPEC §5).
+    let rate = Rate::new(shared.config.message_rate_per_sec, shared.config.message_burst);
+    let mut meter = Meter::new(rate, shared.config.flood_close_after, Instant::now());
     let transport =
         Transport { shared: shared.clone(), conn: conn.clone(), deadline, timer: net::ReadTimer::default() };
     let mut ws = WebSocket::from_partially_read(transport, tail, WsRole::Server, Some(shared.ws_config));
     if shared.hub.mark_upgraded(conn).is_err() {
         return close_for_shutdown(shared, conn, &mut ws);
     }
-    let (role, node_id) = match handshake::join(shared, conn, &mut ws, &mut guard.who) {
+    let (role, node_id) = match handshake::join(shared, conn, &mut ws, &mut guard.who, &mut meter, peer) {
         Ok(joined) => joined,
         Err(end) => return end,
     };
     info!(target: "goclaw::conn", conn_id:% = conn.id, addr:% = conn.addr, role = role.as_str(),
         node_id = node_id.as_deref(), active = shared.slots.active(); "client connected");
-    let mut session = Session::new(shared, conn, role, node_id);
+    let mut session = Session::new(shared, conn, role, node_id, meter);
     session.serve(&mut ws)
 }
 
@@ -140,9 +151,11 @@ fn life(shared: &Arc<Shared>, conn: &Arc<Conn>, guard: &mut ConnGuard) -> End {
 mod tests {
     use super::*;
     use crate::gateway::config::Config;
-    use crate::gateway::hub::NodeInfo;
+    use crate::gateway::node::{NodeIdentity, NodeInfo};
     use crate::ops::metrics::InvokeOutcome;
-    use crate::wire::params::{ClientInfo, Invoke};
+    use crate::wire::connect::parse_connect;
+    use crate::wire::params::Invoke;
+    use serde_json::value::RawValue;
     use std::net::TcpListener;
 
     /// A panicking connection thread still leaves the registries, the slot
@@ -164,18 +177,25 @@ mod tests {
         assert!(shared.slots.try_acquire());
         let node = socket(&shared);
         shared.hub.add(node.clone());
-        let client = ClientInfo { id: "n1".into(), ..ClientInfo::default() };
-        let info = Arc::new(NodeInfo::new(&client, vec!["echo".into()], 0));
+        let params = r#"{"minProtocol":3,"maxProtocol":3,"client":{"id":"n1"},"commands":["echo"]}"#;
+        let hello = parse_connect(Some(&RawValue::from_string(params.into()).unwrap())).unwrap();
+        let info = Arc::new(NodeInfo::new("n1".into(), NodeIdentity::Token, hello, "127.0.0.1", 0));
         shared.hub.join_node(&node, info).unwrap();
-        let invoke = Invoke { node_id: "n1".into(), command: "echo".into(), params: "null", timeout_ms: 1000 };
-        shared.hub.start_invoke(&operator, &invoke, "\"r1\"", Instant::now()).unwrap();
+        let invoke = Invoke {
+            node_id: "n1".into(),
+            command: "echo".into(),
+            params: "null",
+            timeout_ms: 1000,
+            idempotency_key: None,
+        };
+        shared.hub.start_invoke(Uuid::new_v4(), &operator, &invoke, "\"r1\"", Instant::now()).unwrap();
 
         let guard = ConnGuard {
             shared: shared.clone(),
             conn: node.clone(),
             accepted: Instant::now(),
             running: true,
-            who: Who { role: Some(Role::Node), node_id: Some("n1".into()) },
+            who: Who { role: Some(Role::Node), node_id: Some("n1".into()), authenticated: true },
             end: End::new(Level::Info, "test"),
         };
         let handle = thread::spawn(move || {

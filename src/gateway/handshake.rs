@@ -1,44 +1,64 @@
 //! A connection's handshake: the HTTP upgrade under the handshake
-//! deadline, the challenge, the `connect` request and its checks (token,
-//! params), registration in the hub and `hello-ok`. Everything a client
-//! does before it is authenticated happens here.
+//! deadline, the challenge, the `connect` request, who the client is
+//! (`admit.rs`), registration in the hub and `hello-ok`. Everything a client
+//! does before it is authenticated happens here; every refusal is one error
+//! response and a close frame.
 
 use std::sync::Arc;
 use std::time::Instant;
 
 use log::{Level, info};
-use tungstenite::Message;
 use uuid::Uuid;
 
-use crate::gateway::hub::{Conn, NodeInfo, Replaced};
-use crate::gateway::payload::{self, Challenge, Features, HelloOk, Policy, Server};
+use crate::gateway::admit::{self, Peer};
+use crate::gateway::hub::{JoinError, Replaced};
+use crate::gateway::limits::Meter;
+use crate::gateway::node::NodeInfo;
+use crate::gateway::payload::{
+    self, Auth, Challenge, Empty, Features, HelloOk, Policy, Server, Snapshot, StateVersion,
+};
+use crate::gateway::peer::Conn;
 use crate::gateway::send::Answer;
 use crate::gateway::state::Shared;
-use crate::gateway::transport::{End, Ws, await_close_reply, close_for_shutdown, code, control, fail, greeted};
+use crate::gateway::transport::{End, Ws, await_close_reply, close_for_shutdown, code, greeted, next_text};
 use crate::ops::metrics::{Direction, ErrorType, MsgType};
 use crate::util::{millis, unix_ms};
+use crate::wire::connect::{self, Connect};
 use crate::wire::frame::{self, ErrorCode, Failure, Role};
 use crate::wire::http::{self, HandshakeError, Refusal};
 use crate::wire::net;
-use crate::wire::params::{self, Connect};
 
-/// Who a connection's client is, once `connect` has registered it.
+/// Every method, as `hello-ok.features.methods` lists it.
+const METHODS: &[&str] = &[
+    "health",
+    "node.list",
+    "node.describe",
+    "node.invoke",
+    "node.invoke.result",
+    "node.event",
+    "node.runnerInventory.update",
+    "node.skills.update",
+    "node.pluginTools.update",
+];
+/// Events the gateway sends.
+pub const EVENTS: &[&str] = &["connect.challenge", "tick", "node.invoke.request", "node.event", "presence", "shutdown"];
+
+/// Who a connection's client is, once `connect` has registered it. The
+/// connection's guard reads it to clean up after the client.
 #[derive(Debug, Default)]
 pub struct Who {
     /// Node or operator.
     pub role: Option<Role>,
     /// The node id, for a node.
     pub node_id: Option<String>,
+    /// It completed `connect`: it no longer counts against its source's
+    /// unauthenticated connections.
+    pub authenticated: bool,
 }
 
-/// Methods a client may call after `connect`.
-pub const METHODS: &[&str] = &["health", "node.list", "node.invoke", "node.invoke.result"];
-/// Events the gateway sends.
-pub const EVENTS: &[&str] = &["connect.challenge", "tick", "node.invoke.request", "presence", "shutdown"];
-
-/// Reads and answers the HTTP upgrade; returns bytes that followed it.
+/// Reads and answers the HTTP upgrade; returns the bytes that followed it.
 #[inline(never)]
-pub fn upgrade(shared: &Shared, conn: &Conn, deadline: Instant) -> Result<Vec<u8>, End> {
+pub fn upgrade(shared: &Shared, conn: &Conn, deadline: Instant) -> Result<(Vec<u8>, Peer), End> {
     let stream = conn.out.stream();
     let refuse = |refusal: Refusal| {
         shared.metrics.refused(refusal);
@@ -53,7 +73,7 @@ pub fn upgrade(shared: &Shared, conn: &Conn, deadline: Instant) -> Result<Vec<u8
             }
             net::write_all(stream, http::switching_protocols(&upgrade).as_bytes())
                 .map_err(|e| End::new(Level::Info, "client went away during upgrade").detail(e))?;
-            Ok(tail)
+            Ok((tail, Peer { forwarded: upgrade.forwarded }))
         }
         Err(HandshakeError::Refused(refusal)) => Err(refuse(refusal)),
         Err(HandshakeError::Timeout) => {
@@ -64,107 +84,146 @@ pub fn upgrade(shared: &Shared, conn: &Conn, deadline: Instant) -> Result<Vec<u8
     }
 }
 
-/// Sends the challenge, takes `connect`, registers the client and greets
-/// it; `who` is filled in as soon as the hub knows the client, so its
-/// guard cleans up after it however the connection ends. Returns its role
-/// and node id.
-pub fn join(shared: &Arc<Shared>, conn: &Arc<Conn>, ws: &mut Ws, who: &mut Who) -> Result<(Role, Option<String>), End> {
-    let challenge = payload::encode(&Challenge { nonce: &Uuid::new_v4().to_string(), ts: unix_ms() });
-    shared.send_event(conn, &frame::event_prefix("connect.challenge", &challenge));
+/// Sends the challenge, takes `connect`, decides who the client is,
+/// registers it and greets it; `who` is filled in as soon as the hub knows
+/// the client, so its guard cleans up after it however the connection
+/// ends. Returns its role and node id.
+pub fn join(
+    shared: &Arc<Shared>,
+    conn: &Arc<Conn>,
+    ws: &mut Ws,
+    who: &mut Who,
+    meter: &mut Meter,
+    peer: Peer,
+) -> Result<(Role, Option<String>), End> {
+    let nonce = Uuid::new_v4().to_string();
+    let challenge = payload::encode(&Challenge { nonce: &nonce, ts: unix_ms() });
+    shared.send_to(conn, "connect.challenge", &challenge);
 
-    let (request_id, hello) = await_connect(shared, conn, ws)?;
+    let (request_id, hello) = await_connect(shared, conn, ws, meter)?;
+    let admitted = match admit::admit(shared, conn, &hello, &nonce, peer) {
+        Ok(admitted) => admitted,
+        Err(failure) => {
+            let kind = if failure.code == ErrorCode::Unauthorized { ErrorType::Auth } else { ErrorType::Protocol };
+            return Err(refuse(shared, conn, ws, Some(&request_id), &failure, kind));
+        }
+    };
     let role = hello.role;
+    let (scopes, protocol) = (hello.scopes.clone(), hello.protocol);
     // Registered before hello-ok goes out: a client that has its hello-ok
     // can be invoked and listed at once.
-    let joined = match role {
-        Role::Operator => shared.hub.join_operator(conn).map(|()| None),
-        Role::Node => {
-            let info = NodeInfo::new(&hello.client, hello.commands, unix_ms());
+    let joined = match &admitted.node {
+        None => shared.hub.join_operator(conn).map(|()| None).map_err(|_| JoinError::Draining),
+        Some((node_id, identity)) => {
+            let remote_ip = conn.addr.ip().to_canonical().to_string();
+            let info = NodeInfo::new(node_id.clone(), identity.clone(), hello, &remote_ip, unix_ms());
+            if info.json.len() > shared.config.max_message_bytes / 2 {
+                let failure =
+                    Failure::new(ErrorCode::TooLarge, "the declared commands do not fit this gateway's maxPayload");
+                return Err(refuse(shared, conn, ws, Some(&request_id), &failure, ErrorType::Protocol));
+            }
             shared.hub.join_node(conn, Arc::new(info))
         }
     };
-    let Ok(replaced) = joined else {
-        let failure = Failure::new(ErrorCode::Unavailable, "the gateway is shutting down");
-        shared.respond_error(conn, Some(&request_id), &failure);
-        return Err(close_for_shutdown(shared, conn, ws));
+    let replaced = match joined {
+        Ok(replaced) => replaced,
+        Err(JoinError::Taken) => {
+            let failure = Failure::invalid("node id in use by a node with another identity");
+            return Err(refuse(shared, conn, ws, Some(&request_id), &failure, ErrorType::Auth));
+        }
+        Err(JoinError::Draining) => {
+            let failure = Failure::new(ErrorCode::Unavailable, "gateway shutting down");
+            shared.respond_error(conn, Some(&request_id), &failure);
+            return Err(close_for_shutdown(shared, conn, ws));
+        }
     };
+    let node_id = admitted.node.map(|(id, _)| id);
     who.role = Some(role);
-    if role == Role::Node {
-        who.node_id = Some(hello.client.id.clone());
+    who.node_id = node_id.clone();
+    who.authenticated = true;
+    shared.preauth.leave(conn.addr.ip());
+    if let Some(device) = &admitted.device_id {
+        conn.set_device(device);
     }
-    shared.respond_ok(conn, &request_id, &hello_ok(shared, conn));
+    // Answered before anything else can happen to this connection: the
+    // displaced node's invokes are settled on every path.
+    if let (Some(replaced), Some(id)) = (replaced, &node_id) {
+        displace(shared, replaced, id);
+    }
+    let auth = Auth {
+        role: role.as_str(),
+        scopes: if role == Role::Operator { &scopes } else { &[] },
+        device_token: admitted.device_token.as_deref(),
+        issued_at_ms: admitted.device_token.as_ref().map(|_| unix_ms()),
+    };
+    shared.respond_ok(conn, &request_id, &hello_ok(shared, conn, protocol, auth));
     if let Some(end) = greeted(shared, conn, ws) {
         return Err(end);
     }
-    if let Some(replaced) = replaced {
-        displace(shared, replaced, &hello.client.id);
+    if let Some(id) = &node_id {
+        shared.presence(id, "connected");
     }
-    if role == Role::Node {
-        shared.presence(&hello.client.id, "connected");
-    }
-    Ok((role, who.node_id.clone()))
+    Ok((role, node_id))
 }
 
-/// Waits for the `connect` request and validates it; refusals are answered
-/// with an error and a close 1008.
+/// Waits for the `connect` request and parses it; anything else first is
+/// refused with an error and a close.
 #[inline(never)]
-fn await_connect(shared: &Arc<Shared>, conn: &Arc<Conn>, ws: &mut Ws) -> Result<(String, Connect), End> {
-    let text = loop {
-        let message = ws.read().map_err(|e| fail(shared, conn, e, "handshake timeout"))?;
-        match message {
-            Message::Text(text) => break text,
-            other => {
-                if let Some(end) = control(shared, conn, ws, other) {
-                    return Err(end);
-                }
-            }
-        }
-    };
-    let refuse = |id: Option<&str>, failure: Failure, kind: ErrorType, ws: &mut Ws| {
-        shared.metrics.error(kind);
-        shared.respond_error(conn, id, &failure);
-        shared.close(conn, code::POLICY, failure.code.as_str());
-        let end = End::new(Level::Warn, "connect refused").code(code::POLICY).detail(&failure);
-        await_close_reply(ws, end)
-    };
+fn await_connect(
+    shared: &Arc<Shared>,
+    conn: &Arc<Conn>,
+    ws: &mut Ws,
+    meter: &mut Meter,
+) -> Result<(String, Connect), End> {
+    let (text, _) = next_text(shared, conn, ws, meter, None)?;
     let request = match frame::parse_request(&text) {
         Ok(request) => request,
         Err(bad) => {
             shared.metrics.message(Direction::In, MsgType::Invalid);
-            return Err(refuse(bad.id, bad.failure, ErrorType::Protocol, ws));
+            return Err(refuse(shared, conn, ws, bad.id, &bad.failure, ErrorType::Protocol));
         }
     };
     shared.metrics.message(Direction::In, MsgType::Req);
     if request.method != "connect" {
-        let failure = Failure::invalid("the first request must be connect");
-        return Err(refuse(Some(request.id), failure, ErrorType::Protocol, ws));
+        let failure = Failure::invalid("invalid handshake: first request must be connect");
+        return Err(refuse(shared, conn, ws, Some(request.id), &failure, ErrorType::Protocol));
     }
-    let hello = match params::parse_connect(request.params) {
-        Ok(hello) => hello,
-        Err(failure) => return Err(refuse(Some(request.id), failure, ErrorType::Protocol, ws)),
-    };
-    let authorized = match &shared.config.token {
-        Some(token) => hello.token.as_deref().is_some_and(|given| token.matches(given)),
-        None => true,
-    };
-    if !authorized {
-        let failure = Failure::new(ErrorCode::Unauthorized, "missing or invalid token");
-        return Err(refuse(Some(request.id), failure, ErrorType::Auth, ws));
+    match connect::parse_connect(request.params) {
+        Ok(hello) => Ok((request.id.to_string(), hello)),
+        Err(failure) => Err(refuse(shared, conn, ws, Some(request.id), &failure, ErrorType::Protocol)),
     }
-    Ok((request.id.to_string(), hello))
 }
 
-/// The `hello-ok` payload.
+/// Refuses `connect`: the error response, then close 1008 with the message
+/// as its reason (1002 "protocol mismatch" for a mismatch, as OpenClaw).
+fn refuse(shared: &Shared, conn: &Arc<Conn>, ws: &mut Ws, id: Option<&str>, failure: &Failure, kind: ErrorType) -> End {
+    shared.metrics.error(kind);
+    shared.respond_error(conn, id, failure);
+    let close = if failure.code == ErrorCode::ProtocolMismatch { code::PROTOCOL } else { code::POLICY };
+    shared.close(conn, close, &failure.message);
+    let end = End::new(Level::Warn, "connect refused").code(close).detail(failure);
+    await_close_reply(ws, end)
+}
+
+/// The `hello-ok` payload (OPENCLAW.md §4: what real clients read).
 #[inline(never)]
-fn hello_ok(shared: &Shared, conn: &Conn) -> String {
+fn hello_ok(shared: &Shared, conn: &Conn, protocol: u32, auth: Auth<'_>) -> String {
     let config = &shared.config;
     payload::encode(&HelloOk {
         kind: "hello-ok",
-        protocol: frame::PROTOCOL_VERSION,
+        protocol,
         server: Server { version: env!("CARGO_PKG_VERSION"), conn_id: &conn.id.to_string() },
         features: Features { methods: METHODS, events: EVENTS },
+        snapshot: Snapshot {
+            presence: [],
+            health: Empty {},
+            state_version: StateVersion { presence: 0, health: 0 },
+            uptime_ms: millis(shared.started.elapsed()),
+        },
+        auth,
         policy: Policy {
             max_payload: config.max_message_bytes,
+            max_buffered_bytes: shared.queue_limit_bytes,
             tick_interval_ms: millis(config.tick_interval),
             ping_interval_ms: millis(config.ping_period),
         },
@@ -173,12 +232,25 @@ fn hello_ok(shared: &Shared, conn: &Conn) -> String {
 
 /// Closes the node connection a new one displaced, failing its invokes.
 #[inline(never)]
-pub fn displace(shared: &Shared, replaced: Replaced, node_id: &str) {
+fn displace(shared: &Shared, replaced: Replaced, node_id: &str) {
     let Replaced { old, failed } = replaced;
     for pending in failed {
-        shared
-            .answer(pending, Answer::Gateway(ErrorCode::NodeDisconnected, "the node was replaced by a new connection"));
+        shared.answer(pending, Answer::Gateway(ErrorCode::NodeDisconnected, "node replaced by a new connection"));
     }
     info!(target: "goclaw::conn", conn_id:% = old.id, node_id = node_id; "node replaced by a newer connection");
     shared.close_from_elsewhere(&old, code::REPLACED, "replaced");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::gateway::session::{NODE_METHODS, OPERATOR_METHODS};
+
+    #[test]
+    fn features_list_every_method_once() {
+        for method in OPERATOR_METHODS.iter().chain(NODE_METHODS) {
+            assert!(METHODS.contains(method), "{method}");
+        }
+        assert_eq!(METHODS.len(), 1 + OPERATOR_METHODS.len() + NODE_METHODS.len());
+    }
 }

@@ -13,9 +13,9 @@ use std::time::{Duration, Instant};
 
 use log::warn;
 
-use crate::gateway::hub::Conn;
 use crate::gateway::outbox::Flush;
 use crate::gateway::payload::{self, Tick};
+use crate::gateway::peer::Conn;
 use crate::gateway::send::Answer;
 use crate::gateway::state::Shared;
 use crate::ops::metrics::{ErrorType, MsgType};
@@ -123,7 +123,7 @@ fn flush(shared: &Shared, backlog: &mut Vec<Arc<Conn>>, now: Instant) {
             shared.metrics.error(ErrorType::Timeout);
             warn!(target: "goclaw::conn", conn_id:% = conn.id, addr:% = conn.addr,
                 write_wait_ms = write_wait.as_millis() as u64; "write timed out: slow consumer cut");
-            conn.out.cut();
+            conn.out.abort();
             false
         }
     });
@@ -138,7 +138,7 @@ fn cut_unanswered_closes(shared: &Shared, now: Instant) -> Option<Instant> {
             return Some(*deadline);
         }
         // Harmless if its thread already ended: the socket is shut down twice.
-        conn.out.cut();
+        conn.out.abort();
         closing.pop_front();
     }
     None

@@ -8,123 +8,71 @@
 //! exactly-one-response guarantee.
 
 use std::collections::{BTreeSet, HashMap};
-use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering::Relaxed, Ordering::SeqCst};
+use std::sync::atomic::Ordering::Relaxed;
 use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
 use uuid::Uuid;
 
-use crate::gateway::outbox::Outbox;
-use crate::gateway::payload::{self, NodeItem};
+use crate::gateway::node::{self, NodeInfo};
+use crate::gateway::peer::Conn;
 use crate::ops::metrics::Metrics;
 use crate::util::shrink_if_sparse;
 use crate::wire::frame::{ErrorCode, Failure};
-use crate::wire::params::{ClientInfo, Invoke};
+use crate::wire::params::Invoke;
 
 /// Most invokes one operator may have waiting at once.
 pub const MAX_PENDING_PER_CONN: usize = 256;
 /// Most invokes waiting in the whole gateway.
 pub const MAX_PENDING_TOTAL: usize = 4096;
 
-/// One connection, shared by its own thread and everyone who writes to it.
-#[derive(Debug)]
-pub struct Conn {
-    /// The `connId` in every log line about it.
-    pub id: Uuid,
-    /// Process-unique number, the key in every map.
-    pub key: u64,
-    /// The peer's address.
-    pub addr: SocketAddr,
-    /// The write side; also owns the socket.
-    pub out: Outbox,
-    /// Invokes this connection (an operator) is waiting for. Only changed
-    /// under the hub lock.
-    pending: AtomicUsize,
-    /// Its `hello-ok` has been sent: from then on the shutdown path may send
-    /// it the `shutdown` event (which must not precede `hello-ok`).
-    greeted: AtomicBool,
-    /// Who sends the `shutdown` event and close 1001 claims this first, so
-    /// they go out exactly once whether the shutdown path or the
-    /// connection's own thread gets there first.
-    shutdown_claimed: AtomicBool,
-}
-
-impl Conn {
-    /// A connection around its socket.
-    pub fn new(id: Uuid, key: u64, addr: SocketAddr, out: Outbox) -> Conn {
-        Conn {
-            id,
-            key,
-            addr,
-            out,
-            pending: AtomicUsize::new(0),
-            greeted: AtomicBool::new(false),
-            shutdown_claimed: AtomicBool::new(false),
-        }
-    }
-
-    /// Records that `hello-ok` went out.
-    pub fn mark_greeted(&self) {
-        self.greeted.store(true, SeqCst);
-    }
-
-    /// Whether `hello-ok` went out.
-    pub fn is_greeted(&self) -> bool {
-        self.greeted.load(SeqCst)
-    }
-
-    /// True for the one caller that may send the shutdown notice.
-    pub fn claim_shutdown(&self) -> bool {
-        !self.shutdown_claimed.swap(true, SeqCst)
-    }
-}
-
-/// A connected node, as `node.list` shows it.
-#[derive(Debug)]
-pub struct NodeInfo {
-    /// The node id.
-    pub id: String,
-    /// Declared commands, sorted.
-    pub commands: Vec<String>,
-    /// Its `node.list` entry, encoded once at connect.
-    pub json: String,
-}
-
-impl NodeInfo {
-    /// Describes a node that connected at `connected_at_ms` (Unix ms).
-    pub fn new(client: &ClientInfo, commands: Vec<String>, connected_at_ms: u64) -> NodeInfo {
-        let json = payload::encode(&NodeItem {
-            node_id: &client.id,
-            display_name: &client.display_name,
-            platform: &client.platform,
-            version: &client.version,
-            commands: &commands,
-            connected_at_ms,
-        });
-        NodeInfo { id: client.id.clone(), commands, json }
-    }
-}
-
-/// An invoke waiting for its node.
+/// An invoke waiting for its node. Whoever takes it out of the hub answers
+/// it (or, if its operator left, records it): `Shared::answer` and
+/// `Shared::abandon` mark it settled, and a debug build checks on drop that
+/// none was forgotten.
 #[derive(Debug)]
 pub struct Pending {
+    /// The invoke id sent to the node.
+    pub id: Uuid,
     /// Who asked; the answer goes there.
     pub operator: Arc<Conn>,
     /// Raw JSON of the operator's request id.
     pub request_id: Box<str>,
-    /// The node asked (its connection key: a replacement node cannot answer).
+    /// The node asked.
+    pub node_id: Box<str>,
+    /// The node's connection key: a replacement node cannot answer.
     pub node_key: u64,
+    /// The command.
+    pub command: Box<str>,
     /// When it was routed.
     pub started: Instant,
     /// When it times out.
     pub deadline: Instant,
+    /// Answered or recorded; set by whoever settles it.
+    pub settled: bool,
+}
+
+impl Drop for Pending {
+    fn drop(&mut self) {
+        // Exactly one response per invoke (docs/AUDIT.md): a pending invoke
+        // dropped without an answer is a bug in the caller that took it.
+        debug_assert!(self.settled || std::thread::panicking(), "invoke {} dropped unanswered", self.id);
+    }
 }
 
 /// The gateway is shutting down: nothing new may register.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Draining;
+
+/// Why a node could not join.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum JoinError {
+    /// The gateway is shutting down.
+    Draining,
+    /// A node with this id is connected and proved another identity.
+    Taken,
+}
 
 /// A node connection displaced by a new one with the same id.
 #[derive(Debug)]
@@ -143,6 +91,8 @@ pub struct Departure {
     pub node_gone: Option<String>,
     /// Its invokes, to be answered `NODE_DISCONNECTED`.
     pub failed: Vec<Pending>,
+    /// Its own invokes (as an operator): nobody is left to answer; recorded.
+    pub abandoned: Vec<Pending>,
 }
 
 /// The registries.
@@ -200,8 +150,7 @@ impl Hub {
     }
 
     /// Removes a connection from every registry. `node_id` is its node id if
-    /// it connected as a node. Its own pending invokes (as an operator) are
-    /// dropped: nobody is left to answer.
+    /// it connected as a node.
     pub fn remove(&self, conn: &Conn, node_id: Option<&str>) -> Departure {
         let mut inner = self.inner.lock();
         inner.all.remove(&conn.key);
@@ -209,10 +158,10 @@ impl Hub {
         if inner.clients.remove(&conn.key).is_some() {
             self.metrics.add_clients(-1);
         }
-        if inner.operators.remove(&conn.key).is_some() {
-            let _ = inner.take_pending_where(|p| p.operator.key != conn.key);
-        }
         let mut departure = Departure::default();
+        if inner.operators.remove(&conn.key).is_some() {
+            departure.abandoned = inner.take_pending_where(|p| p.operator.key != conn.key);
+        }
         if let Some(node_id) = node_id
             && inner.nodes.get(node_id).is_some_and(|n| n.conn.key == conn.key)
         {
@@ -254,15 +203,19 @@ impl Hub {
         Ok(())
     }
 
-    /// Registers a node that completed `connect`, displacing any node with
-    /// the same id.
+    /// Registers a node that completed `connect`, displacing a connected
+    /// node with the same id if it proved the same identity.
     ///
     /// # Errors
-    /// [`Draining`] once shutdown has begun.
-    pub fn join_node(&self, conn: &Arc<Conn>, info: Arc<NodeInfo>) -> Result<Option<Replaced>, Draining> {
+    /// [`JoinError::Draining`] once shutdown has begun, [`JoinError::Taken`]
+    /// when the id is connected with another kind of identity.
+    pub fn join_node(&self, conn: &Arc<Conn>, info: Arc<NodeInfo>) -> Result<Option<Replaced>, JoinError> {
         let mut inner = self.inner.lock();
         if inner.draining {
-            return Err(Draining);
+            return Err(JoinError::Draining);
+        }
+        if inner.nodes.get(&info.id).is_some_and(|old| old.info.identity != info.identity) {
+            return Err(JoinError::Taken);
         }
         inner.upgraded.remove(&conn.key);
         inner.clients.insert(conn.key, conn.clone());
@@ -303,21 +256,18 @@ impl Hub {
         (inner.clients.len(), inner.nodes.len())
     }
 
-    /// The `node.list` payload.
-    pub fn node_list(&self) -> String {
-        let infos: Vec<Arc<NodeInfo>> = self.inner.lock().nodes.values().map(|n| n.info.clone()).collect();
-        let mut json = String::from(r#"{"nodes":["#);
-        for (i, info) in infos.iter().enumerate() {
-            if i > 0 {
-                json.push(',');
-            }
-            json.push_str(&info.json);
-        }
-        json.push_str("]}");
-        json
+    /// One page of the `node.list` payload, at most `max_bytes` long.
+    pub fn node_list(&self, cursor: Option<&str>, limit: usize, max_bytes: usize) -> String {
+        let mut infos: Vec<Arc<NodeInfo>> = self.inner.lock().nodes.values().map(|n| n.info.clone()).collect();
+        node::page(&mut infos, cursor, limit, max_bytes)
     }
 
-    /// Registers an invoke from `operator` and returns its id and the node's
+    /// A connected node.
+    pub fn node(&self, node_id: &str) -> Option<Arc<NodeInfo>> {
+        self.inner.lock().nodes.get(node_id).map(|n| n.info.clone())
+    }
+
+    /// Registers invoke `id` from `operator` and returns the node's
     /// connection, to which the caller sends `node.invoke.request`.
     ///
     /// # Errors
@@ -325,11 +275,12 @@ impl Hub {
     /// `RATE_LIMITED` past [`MAX_PENDING_PER_CONN`] or [`MAX_PENDING_TOTAL`].
     pub fn start_invoke(
         &self,
+        id: Uuid,
         operator: &Arc<Conn>,
         invoke: &Invoke<'_>,
         request_id: &str,
         now: Instant,
-    ) -> Result<(Uuid, Arc<Conn>), Failure> {
+    ) -> Result<Arc<Conn>, Failure> {
         let mut inner = self.inner.lock();
         if inner.draining {
             return Err(Failure::new(ErrorCode::Unavailable, "gateway is shutting down"));
@@ -337,9 +288,12 @@ impl Hub {
         let node = inner
             .nodes
             .get(invoke.node_id.as_ref())
-            .ok_or_else(|| Failure::new(ErrorCode::NodeNotFound, "no node with that id is connected"))?;
+            .ok_or_else(|| Failure::new(ErrorCode::NodeNotFound, "node not connected"))?;
         if node.info.commands.binary_search_by(|c| c.as_str().cmp(&invoke.command)).is_err() {
-            return Err(Failure::new(ErrorCode::UnknownCommand, "the node did not declare that command"));
+            return Err(Failure::new(
+                ErrorCode::UnknownCommand,
+                "node command not allowed: the node did not declare it",
+            ));
         }
         let node_conn = node.conn.clone();
         if operator.pending.load(Relaxed) >= MAX_PENDING_PER_CONN {
@@ -354,21 +308,22 @@ impl Hub {
                 format!("too many pending invokes in the gateway (limit {MAX_PENDING_TOTAL})"),
             ));
         }
-        let id = Uuid::new_v4();
         let deadline = now + Duration::from_millis(invoke.timeout_ms);
         operator.pending.fetch_add(1, Relaxed);
         inner.deadlines.insert((deadline, id));
-        inner.pending.insert(
+        let pending = Pending {
             id,
-            Pending {
-                operator: operator.clone(),
-                request_id: request_id.into(),
-                node_key: node_conn.key,
-                started: now,
-                deadline,
-            },
-        );
-        Ok((id, node_conn))
+            operator: operator.clone(),
+            request_id: request_id.into(),
+            node_id: invoke.node_id.as_ref().into(),
+            node_key: node_conn.key,
+            command: invoke.command.as_ref().into(),
+            started: now,
+            deadline,
+            settled: false,
+        };
+        inner.pending.insert(id, pending);
+        Ok(node_conn)
     }
 
     /// Takes the invoke `id` if it is waiting for the node on `node_key`.

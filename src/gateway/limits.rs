@@ -1,5 +1,6 @@
-//! Token buckets: one per connection for requests, and a map of them per
-//! source IP for new connections.
+//! The gateway's rate and count limits: token buckets per source IP for new
+//! connections, the per-connection message meter, and the count of
+//! unauthenticated connections per source.
 //!
 //! The IP map is behind one `parking_lot` mutex, never does I/O while locked
 //! and never holds more than [`MAX_BUCKETS`] keys: idle buckets are evicted,
@@ -138,6 +139,97 @@ impl IpLimiter {
     }
 }
 
+/// A client rate-limited with less than this between refusals is still
+/// flooding (SPEC §4.2: closed after `flood_close_after` of it).
+const FLOOD_QUIET: Duration = Duration::from_secs(1);
+
+/// What the message rate says about one more frame.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verdict {
+    /// Within the rate.
+    Pass,
+    /// Over the rate: a request gets `RATE_LIMITED`, a control frame is
+    /// only counted.
+    Limited,
+    /// Over the rate without a quiet second for the flood limit: close 1008.
+    Flooding,
+}
+
+/// One connection's message rate (`--message-rate`, `--message-burst`):
+/// every frame it sends, control frames and pre-`connect` frames included,
+/// takes a token.
+#[derive(Debug)]
+pub struct Meter {
+    rate: Rate,
+    bucket: TokenBucket,
+    close_after: Duration,
+    /// Start of the current run of refusals with no quiet second between.
+    flood_since: Option<Instant>,
+    last_limited: Option<Instant>,
+}
+
+impl Meter {
+    /// A full bucket at `rate`; flooding for `close_after` closes.
+    pub fn new(rate: Rate, close_after: Duration, now: Instant) -> Meter {
+        Meter { rate, bucket: TokenBucket::full(rate, now), close_after, flood_since: None, last_limited: None }
+    }
+
+    /// Takes a token for one frame.
+    pub fn take(&mut self, now: Instant) -> Verdict {
+        if self.bucket.take(self.rate, now).is_ok() {
+            return Verdict::Pass;
+        }
+        if self.last_limited.is_none_or(|t| now.saturating_duration_since(t) >= FLOOD_QUIET) {
+            self.flood_since = Some(now);
+        }
+        self.last_limited = Some(now);
+        let flooding_for = self.flood_since.map_or(Duration::ZERO, |t| now.saturating_duration_since(t));
+        if flooding_for >= self.close_after { Verdict::Flooding } else { Verdict::Limited }
+    }
+}
+
+/// Connections from one source (IPv6 by /64) that have not completed
+/// `connect` (SPEC §5), so a few addresses cannot hold every slot through
+/// the handshake timeout. Holds an entry only while its count is above
+/// zero, so it never has more entries than there are connections.
+#[derive(Debug)]
+pub struct PreAuth {
+    max_per_source: usize,
+    counts: Mutex<HashMap<IpAddr, usize>>,
+}
+
+impl PreAuth {
+    /// At most `max_per_source` at once per source.
+    pub fn new(max_per_source: usize) -> PreAuth {
+        PreAuth { max_per_source, counts: Mutex::new(HashMap::new()) }
+    }
+
+    /// Counts one more unauthenticated connection from `ip`; false (and
+    /// nothing counted) if that source already has its maximum.
+    pub fn enter(&self, ip: IpAddr) -> bool {
+        let mut counts = self.counts.lock();
+        let count = counts.entry(source_key(ip)).or_insert(0);
+        if *count >= self.max_per_source {
+            return false;
+        }
+        *count += 1;
+        true
+    }
+
+    /// One connection from `ip` authenticated or ended.
+    pub fn leave(&self, ip: IpAddr) {
+        let mut counts = self.counts.lock();
+        let key = source_key(ip);
+        if let Some(count) = counts.get_mut(&key) {
+            *count = count.saturating_sub(1);
+            if *count == 0 {
+                counts.remove(&key);
+                shrink_if_sparse(&mut counts);
+            }
+        }
+    }
+}
+
 /// The key a source is limited by: IPv4 as is (IPv4-mapped IPv6 included),
 /// IPv6 by its /64, since one host usually owns a whole /64.
 fn source_key(ip: IpAddr) -> IpAddr {
@@ -166,6 +258,45 @@ mod tests {
         assert_eq!(wait, Duration::from_millis(500));
         assert!(bucket.take(rate, t0 + Duration::from_millis(499)).is_err());
         assert!(bucket.take(rate, t0 + Duration::from_millis(1000)).is_ok());
+    }
+
+    #[test]
+    fn a_meter_limits_then_closes_a_flood_and_forgives_a_quiet_second() {
+        let t0 = Instant::now();
+        let mut meter = Meter::new(Rate::new(1.0, 2), Duration::from_secs(3), t0);
+        assert_eq!((meter.take(t0), meter.take(t0), meter.take(t0)), (Verdict::Pass, Verdict::Pass, Verdict::Limited));
+        // A frame every 50 ms: refused without a quiet second, closed after 3 s.
+        let flooding = (1..100)
+            .map(|i| t0 + Duration::from_millis(50 * i))
+            .find(|&t| meter.take(t) == Verdict::Flooding)
+            .map(|t| t - t0);
+        assert!(
+            flooding.is_some_and(|d| d >= Duration::from_secs(3) && d < Duration::from_millis(3100)),
+            "{flooding:?}"
+        );
+        // Over the rate but with a quiet second between runs: never closed.
+        let mut meter = Meter::new(Rate::new(1.0, 1), Duration::from_secs(3), t0);
+        for s in 0..10 {
+            let t = t0 + Duration::from_millis(1100 * s);
+            meter.take(t);
+            assert_ne!(meter.take(t), Verdict::Flooding);
+        }
+    }
+
+    #[test]
+    fn pre_auth_bounds_each_source_and_forgets_it() {
+        let pre = PreAuth::new(2);
+        let a: IpAddr = "192.0.2.1".parse().unwrap();
+        let b: IpAddr = "2001:db8::1".parse().unwrap();
+        let b_sibling: IpAddr = "2001:db8::2".parse().unwrap();
+        assert!(pre.enter(a) && pre.enter(a) && !pre.enter(a));
+        assert!(pre.enter(b) && pre.enter(b_sibling) && !pre.enter(b));
+        pre.leave(a);
+        assert!(pre.enter(a));
+        for ip in [a, a, b, b_sibling, b] {
+            pre.leave(ip);
+        }
+        assert!(pre.counts.lock().is_empty());
     }
 
     #[test]

@@ -7,14 +7,17 @@
 //! grace period, cut, every thread joined.
 
 mod accept;
+mod admit;
 pub mod config;
 mod conn;
 mod handshake;
 mod heartbeat;
 mod hub;
 mod limits;
+mod node;
 pub mod outbox;
 mod payload;
+mod peer;
 mod send;
 mod session;
 mod state;
@@ -41,7 +44,9 @@ use crate::wire::net;
 
 pub use conn::CONN_STACK_BYTES;
 #[cfg(any(test, fuzzing))]
-pub use hub::NodeInfo;
+pub use node::{NodeIdentity, NodeInfo};
+#[cfg(any(test, fuzzing))]
+pub use send::write_invoke_ok;
 pub use state::{queue_limit_bytes, ws_config};
 
 /// Why the gateway could not start. Fatal: the process exits non-zero with
@@ -207,7 +212,7 @@ impl Gateway {
         shared.slots.wait_idle(Instant::now() + shared.config.shutdown_timeout);
         let remaining = shared.hub.all();
         for conn in &remaining {
-            conn.out.cut();
+            conn.out.abort();
         }
         let joined = shared.threads.join_all();
         shared.waker.stop();

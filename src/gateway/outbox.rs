@@ -32,6 +32,9 @@ pub enum SendError {
     /// The queue would pass its bound: the client is not reading. The
     /// connection has been cut.
     Overflow,
+    /// The frame alone is larger than the queue's bound: it was not sent
+    /// (a caller's bug; the connection is left as it was).
+    TooLarge,
 }
 
 /// What became of a frame that was accepted.
@@ -93,8 +96,9 @@ impl State {
 }
 
 impl Outbox {
-    /// Wraps the connection's socket. `limit_bytes` bounds the queue; a frame
-    /// that fits the limit is always accepted into an empty queue.
+    /// Wraps the connection's socket. `limit_bytes` bounds the queue, a
+    /// first frame included; a frame that fits it is always accepted into an
+    /// empty queue.
     pub fn new(stream: TcpStream, limit_bytes: usize) -> Outbox {
         Outbox { stream, limit_bytes, state: Mutex::new(State::default()) }
     }
@@ -196,6 +200,16 @@ impl Outbox {
         self.kill(&mut state);
     }
 
+    /// Cuts a connection that would not take its output (a slow consumer,
+    /// a client that never answered our close): like [`Outbox::cut`], and
+    /// what the kernel still holds for it is discarded with a reset rather
+    /// than left to a peer that advertises no window.
+    pub fn abort(&self) {
+        let mut state = self.state.lock();
+        net::discard_on_close(&self.stream);
+        self.kill(&mut state);
+    }
+
     fn check_open(&self, state: &State) -> Result<(), SendError> {
         if state.dead {
             Err(SendError::Dead)
@@ -207,6 +221,10 @@ impl Outbox {
     }
 
     fn push(&self, state: &mut State, frame: &[u8]) -> Result<Sent, SendError> {
+        // The bound holds for a first frame too (SPEC §5).
+        if frame.len() > self.limit_bytes {
+            return Err(SendError::TooLarge);
+        }
         if state.queued() > 0 {
             // Opportunistic: the client may have read since the last flush.
             self.drain(state, Instant::now()).map_err(|()| SendError::Dead)?;
@@ -223,7 +241,8 @@ impl Outbox {
             }
         }
         let newly_queued = state.queued() == 0;
-        if !newly_queued && state.queued() + rest.len() > self.limit_bytes {
+        if state.queued() + rest.len() > self.limit_bytes {
+            net::discard_on_close(&self.stream);
             self.kill(state);
             return Err(SendError::Overflow);
         }

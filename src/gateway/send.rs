@@ -7,31 +7,27 @@
 use std::sync::Arc;
 use std::time::Instant;
 
-use log::warn;
+use log::{info, warn};
 
-use crate::gateway::hub::{Conn, Pending};
+use crate::gateway::hub::Pending;
 use crate::gateway::outbox::{SendError, Sent};
 use crate::gateway::payload::{self, Presence};
+use crate::gateway::peer::Conn;
 use crate::gateway::state::{CLOSE_REPLY_WAIT, Shared};
 use crate::ops::metrics::{Direction, ErrorType, InvokeOutcome, MsgType};
-use crate::util::unix_ms;
-use crate::wire::frame::{self, ErrorCode, Failure};
-use crate::wire::ws::DataFrame;
+use crate::util::{millis, unix_ms};
+use crate::wire::frame::{self, Detail, ErrorCode, Failure, NodeError};
+use crate::wire::params::Outcome;
+use crate::wire::ws::{DataFrame, OP_TEXT};
 
 /// How an invoke is answered.
 #[derive(Debug, Clone, Copy)]
 pub enum Answer<'a> {
-    /// The node's payload (raw JSON).
-    Ok(&'a str),
-    /// The node's own error.
-    NodeError {
-        /// The node's code.
-        code: &'a str,
-        /// The node's message.
-        message: &'a str,
-    },
+    /// What the node answered: its payload (wrapped as OpenClaw does) or its
+    /// own error (`UNAVAILABLE` with `details.nodeError`).
+    Node(&'a Outcome<'a>),
     /// The gateway's error: `TIMEOUT`, `NODE_DISCONNECTED` or `UNAVAILABLE`.
-    Gateway(ErrorCode, &'a str),
+    Gateway(ErrorCode, &'static str),
 }
 
 impl Shared {
@@ -40,9 +36,19 @@ impl Shared {
         self.settle(conn, conn.out.send(frame), kind)
     }
 
-    /// Sends an event (the connection's `seq` is appended).
+    /// Sends a broadcast event (`tick`, `presence`, ...): the connection's
+    /// next `seq` is appended.
     pub fn send_event(&self, conn: &Arc<Conn>, prefix: &[u8]) -> bool {
         self.settle(conn, conn.out.send_event(prefix), MsgType::Event)
+    }
+
+    /// Sends an event meant for this connection only, without `seq` (SPEC
+    /// §4: `connect.challenge`, `*.resolved` to the node concerned).
+    pub fn send_to(&self, conn: &Arc<Conn>, event: &str, payload: &str) -> bool {
+        let mut frame = DataFrame::text();
+        frame.body().extend_from_slice(&frame::event_prefix(event, payload));
+        frame.body().push(b'}');
+        self.send(conn, frame.finish(), MsgType::Event)
     }
 
     /// Sends a close frame from the connection's own thread.
@@ -76,55 +82,131 @@ impl Shared {
                     "slow consumer: output queue full, connection cut");
                 false
             }
+            Err(SendError::TooLarge) => {
+                warn!(conn_id:% = conn.id, limit_bytes = self.queue_limit_bytes; "a frame larger than the queue was not sent");
+                false
+            }
             Err(SendError::Closing | SendError::Dead) => false,
         }
     }
 
-    /// Sends a success response.
+    /// Whether a frame whose text is `frame`'s fits the `maxPayload`
+    /// announced in `hello-ok` (SPEC §5: nothing sent is larger).
+    pub fn fits(&self, frame: &DataFrame) -> bool {
+        frame.len() <= self.config.max_message_bytes
+    }
+
+    /// Sends a success response, or `TOO_LARGE` if it would not fit.
     pub fn respond_ok(&self, conn: &Arc<Conn>, id: &str, payload: &str) -> bool {
-        let mut frame = DataFrame::text();
+        let mut frame = DataFrame::with_capacity(OP_TEXT, payload.len() + 64);
         frame::write_ok(frame.body(), id, payload);
+        if !self.fits(&frame) {
+            return self.respond_error(conn, Some(id), &too_large());
+        }
         self.send(conn, frame.finish(), MsgType::Res)
     }
 
     /// Sends an error response; `id` is raw JSON (`null` when unknown).
     pub fn respond_error(&self, conn: &Arc<Conn>, id: Option<&str>, failure: &Failure) -> bool {
         let mut frame = DataFrame::text();
-        frame::write_error(frame.body(), id, failure.code.as_str(), &failure.message);
+        frame::write_error(frame.body(), id, failure);
         self.send(conn, frame.finish(), MsgType::Res)
     }
 
-    /// Answers a pending invoke (its one response) and records its outcome.
-    pub fn answer(&self, pending: Pending, answer: Answer<'_>) {
-        let mut frame = DataFrame::text();
-        let outcome = match answer {
-            Answer::Ok(payload) => {
-                frame::write_ok(frame.body(), &pending.request_id, payload);
-                InvokeOutcome::Ok
+    /// Answers a pending invoke (its one response), records its outcome and
+    /// writes its audit line.
+    pub fn answer(&self, mut pending: Pending, answer: Answer<'_>) {
+        let id = Some(&*pending.request_id);
+        let (frame, outcome) = match answer {
+            Answer::Node(Outcome::Err { code, message }) => {
+                let node_error = NodeError { code: code.to_string(), message: message.to_string() };
+                let failure =
+                    Failure::new(ErrorCode::NodeError, "node returned an error").with(Detail::Node { node_error });
+                (error_frame(id, &failure), InvokeOutcome::Error)
             }
-            Answer::NodeError { code, message } => {
-                frame::write_error(frame.body(), Some(&pending.request_id), code, message);
-                InvokeOutcome::Error
+            Answer::Node(result) => {
+                let mut frame = DataFrame::with_capacity(OP_TEXT, 256);
+                write_invoke_ok(frame.body(), &pending.request_id, &pending.node_id, &pending.command, result);
+                if self.fits(&frame) {
+                    (frame, InvokeOutcome::Ok)
+                } else {
+                    (error_frame(id, &too_large()), InvokeOutcome::Error)
+                }
             }
             Answer::Gateway(code, message) => {
-                frame::write_error(frame.body(), Some(&pending.request_id), code.as_str(), message);
-                match code {
+                let outcome = match code {
                     ErrorCode::Timeout => InvokeOutcome::Timeout,
                     ErrorCode::Unavailable => InvokeOutcome::Unavailable,
                     _ => InvokeOutcome::Disconnected,
-                }
+                };
+                (error_frame(id, &Failure::new(code, message)), outcome)
             }
         };
-        self.metrics.invoke(outcome, pending.started.elapsed());
+        let mut frame = frame;
         self.send(&pending.operator, frame.finish(), MsgType::Res);
+        self.record(&mut pending, outcome);
+    }
+
+    /// Records an invoke whose operator left before it was answered: nobody
+    /// is left to answer, but it is counted and audited all the same.
+    pub fn abandon(&self, mut pending: Pending) {
+        self.record(&mut pending, InvokeOutcome::Abandoned);
+    }
+
+    fn record(&self, pending: &mut Pending, outcome: InvokeOutcome) {
+        let took = pending.started.elapsed();
+        self.metrics.invoke(outcome, took);
+        pending.settled = true;
+        info!(target: "goclaw::audit", invoke_id:% = pending.id, conn_id:% = pending.operator.id,
+            device_id = pending.operator.device(), node_id = &*pending.node_id, command = &*pending.command,
+            outcome = outcome.label(), duration_ms = millis(took); "invoke");
     }
 
     /// Tells every operator that a node connected or disconnected.
     pub fn presence(&self, node_id: &str, state: &'static str) {
         let presence = payload::encode(&Presence { node_id, state, ts: unix_ms() });
-        let prefix = frame::event_prefix("presence", &presence);
+        self.broadcast_to_operators(&frame::event_prefix("presence", &presence));
+    }
+
+    /// Sends a broadcast event to every operator.
+    pub fn broadcast_to_operators(&self, prefix: &[u8]) {
         for operator in self.hub.operators() {
-            self.send_event(&operator, &prefix);
+            self.send_event(&operator, prefix);
         }
     }
+}
+
+/// The error that replaces an answer larger than `maxPayload`.
+fn too_large() -> Failure {
+    Failure::new(ErrorCode::TooLarge, "the answer is larger than maxPayload")
+}
+
+fn error_frame(id: Option<&str>, failure: &Failure) -> DataFrame {
+    let mut frame = DataFrame::text();
+    frame::write_error(frame.body(), id, failure);
+    frame
+}
+
+/// `node.invoke`'s answer as OpenClaw wraps it: `{ok, nodeId, command}` and
+/// the node's `payload` or `payloadJSON` as it sent it, never both. The
+/// node's bytes are copied as they came (docs/AUDIT.md, "JSON on the wire").
+pub fn write_invoke_ok(out: &mut Vec<u8>, request_id: &str, node_id: &str, command: &str, result: &Outcome<'_>) {
+    out.extend_from_slice(br#"{"type":"res","id":"#);
+    out.extend_from_slice(request_id.as_bytes());
+    out.extend_from_slice(br#","ok":true,"payload":{"ok":true,"nodeId":"#);
+    frame::push_json_str(out, node_id);
+    out.extend_from_slice(br#","command":"#);
+    frame::push_json_str(out, command);
+    match result {
+        Outcome::PayloadJson(text) => {
+            out.extend_from_slice(br#","payloadJSON":"#);
+            frame::push_json_str(out, text);
+        }
+        Outcome::Payload(raw) => {
+            out.extend_from_slice(br#","payload":"#);
+            out.extend_from_slice(raw.as_bytes());
+        }
+        Outcome::Empty | Outcome::Err { .. } => out.extend_from_slice(br#","payload":null"#),
+    }
+    out.extend_from_slice(b"}}");
 }

@@ -12,8 +12,9 @@ use parking_lot::Mutex;
 use tungstenite::protocol::WebSocketConfig;
 
 use crate::gateway::config::Config;
-use crate::gateway::hub::{Conn, Hub};
-use crate::gateway::limits::{IpLimiter, Rate};
+use crate::gateway::hub::Hub;
+use crate::gateway::limits::{IpLimiter, PreAuth, Rate};
+use crate::gateway::peer::Conn;
 use crate::gateway::waker::Waker;
 use crate::ops::health::Readiness;
 use crate::ops::metrics::Metrics;
@@ -41,6 +42,8 @@ pub struct Shared {
     pub hub: Hub,
     /// Per-IP connection buckets.
     pub limiter: IpLimiter,
+    /// Unauthenticated connections per source.
+    pub preauth: PreAuth,
     /// Connection slots (`--max-connections`).
     pub slots: Slots,
     /// Join handles of connection threads.
@@ -74,6 +77,7 @@ impl Shared {
         let max = config.max_message_bytes;
         Shared {
             limiter: IpLimiter::new(Rate::new(config.rate_limit_per_sec, config.rate_burst)),
+            preauth: PreAuth::new(config.max_unauthenticated_per_source),
             slots: Slots::new(config.max_connections),
             hub: Hub::new(metrics.clone()),
             metrics,

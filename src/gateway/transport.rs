@@ -6,16 +6,18 @@
 
 use std::io::{self, ErrorKind, Read, Write};
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use log::Level;
-use tungstenite::Message;
 use tungstenite::error::{Error as WsError, ProtocolError};
+use tungstenite::protocol::frame::coding::CloseCode;
 use tungstenite::protocol::{CloseFrame, WebSocket};
+use tungstenite::{Message, Utf8Bytes};
 
-use crate::gateway::hub::Conn;
+use crate::gateway::limits::{Meter, Verdict};
 use crate::gateway::outbox::SendError;
 use crate::gateway::payload::{self, Shutdown};
+use crate::gateway::peer::Conn;
 use crate::gateway::state::{CLOSE_REPLY_WAIT, Shared};
 use crate::ops::metrics::{Direction, ErrorType, MsgType};
 use crate::wire::frame;
@@ -24,6 +26,8 @@ use crate::wire::ws::OP_CLOSE;
 
 /// When the `shutdown` event tells clients to expect the gateway back.
 const RESTART_EXPECTED_MS: u64 = 5000;
+/// The reason tungstenite puts in its answer to a forbidden close code.
+const INVALID_CODE_REASON: &str = "Protocol violation";
 
 /// Close codes (RFC 6455 §7.4.1, and 4000 from SPEC §4.1).
 pub mod code {
@@ -36,29 +40,41 @@ pub mod code {
     pub const REPLACED: u16 = 4000;
 }
 
-/// How a connection ended, for its one disconnect log line.
+/// How a connection ended, for its one disconnect log line: who sent which
+/// close code, and why.
 #[derive(Debug, Clone)]
 pub struct End {
     /// The level of the disconnect line.
     pub level: Level,
     /// Why, in a few words.
     pub reason: &'static str,
-    /// Close code sent or received, if any.
-    pub code: Option<u16>,
-    /// The error behind it, if any.
+    /// The close code the gateway sent, if any.
+    pub server_code: Option<u16>,
+    /// The close code the client sent, if any (1005: a close without one).
+    pub client_code: Option<u16>,
+    /// The error behind it, if any (our words, never client input).
     pub detail: Option<String>,
 }
 
 impl End {
+    /// An end without close codes.
     pub fn new(level: Level, reason: &'static str) -> End {
-        End { level, reason, code: None, detail: None }
+        End { level, reason, server_code: None, client_code: None, detail: None }
     }
 
+    /// The close code the gateway sent.
     pub fn code(mut self, code: u16) -> End {
-        self.code = Some(code);
+        self.server_code = Some(code);
         self
     }
 
+    /// The close code the client sent.
+    pub fn client_code(mut self, code: u16) -> End {
+        self.client_code = Some(code);
+        self
+    }
+
+    /// The error behind it.
     pub fn detail(mut self, detail: impl ToString) -> End {
         self.detail = Some(detail.to_string());
         self
@@ -102,35 +118,71 @@ impl Write for Transport {
 /// A connection's WebSocket.
 pub type Ws = WebSocket<Transport>;
 
-/// Handles a non-text message; `Some` when the connection must end.
+/// Reads until the next text message, handling every control frame on the
+/// way, and meters every frame, control frames included (SPEC §5). With
+/// `pong_wait`, the read deadline restarts with every frame (the pong
+/// deadline); without, it stays where it is (the handshake deadline).
+/// Returns the text and whether the message rate allowed it; `Err` when the
+/// connection must end (closed, broken, or flooding).
 #[inline(never)]
-pub fn control(shared: &Shared, conn: &Arc<Conn>, ws: &mut Ws, message: Message) -> Option<End> {
-    let metrics = &shared.metrics;
-    match message {
-        Message::Ping(_) => metrics.message(Direction::In, MsgType::Ping),
-        Message::Pong(_) => metrics.message(Direction::In, MsgType::Pong),
-        Message::Binary(_) => {
-            metrics.message(Direction::In, MsgType::Binary);
-            metrics.error(ErrorType::Protocol);
-            shared.close(conn, code::UNSUPPORTED, "binary frames are not supported");
-            let end = End::new(Level::Warn, "binary frame").code(code::UNSUPPORTED);
-            return Some(await_close_reply(ws, end));
+pub fn next_text(
+    shared: &Shared,
+    conn: &Arc<Conn>,
+    ws: &mut Ws,
+    meter: &mut Meter,
+    pong_wait: Option<Duration>,
+) -> Result<(Utf8Bytes, bool), End> {
+    let timeout = if pong_wait.is_some() { "pong timeout" } else { "handshake timeout" };
+    loop {
+        if let Some(wait) = pong_wait {
+            ws.get_mut().deadline = Instant::now() + wait;
         }
-        Message::Close(frame) => {
-            metrics.message(Direction::In, MsgType::Close);
-            // Decided before the reply below, which marks the outbox closing too.
-            let end = closed_by_client(conn, frame.as_ref());
-            // Sends tungstenite's close reply (dropped if we closed first).
-            let _ = ws.flush();
-            return Some(end);
+        let message = ws.read().map_err(|e| fail(shared, conn, e, timeout))?;
+        if conn.out.is_closing() && !matches!(message, Message::Close(_)) {
+            // We sent a close (shutdown, replacement): only its answer matters now.
+            continue;
         }
-        Message::Text(_) | Message::Frame(_) => {}
+        let allowed = match meter.take(Instant::now()) {
+            Verdict::Pass => true,
+            Verdict::Limited => {
+                shared.metrics.error(ErrorType::RateLimit);
+                false
+            }
+            Verdict::Flooding => {
+                shared.metrics.error(ErrorType::RateLimit);
+                shared.close(conn, code::POLICY, "rate limit exceeded");
+                let end = End::new(Level::Warn, "kept flooding past the rate limit").code(code::POLICY);
+                return Err(await_close_reply(ws, end));
+            }
+        };
+        let metrics = &shared.metrics;
+        match message {
+            Message::Text(text) => return Ok((text, allowed)),
+            Message::Ping(_) => metrics.message(Direction::In, MsgType::Ping),
+            Message::Pong(_) => metrics.message(Direction::In, MsgType::Pong),
+            Message::Binary(_) => {
+                metrics.message(Direction::In, MsgType::Binary);
+                metrics.error(ErrorType::Protocol);
+                shared.close(conn, code::UNSUPPORTED, "binary frames are not supported");
+                let end = End::new(Level::Warn, "binary frame").code(code::UNSUPPORTED);
+                return Err(await_close_reply(ws, end));
+            }
+            Message::Close(frame) => {
+                metrics.message(Direction::In, MsgType::Close);
+                // Decided before the reply below, which marks the outbox closing too.
+                let end = closed_by_client(shared, conn, frame.as_ref());
+                // Sends tungstenite's close reply (dropped if we closed first).
+                let _ = ws.flush();
+                return Err(end);
+            }
+            Message::Frame(_) => {}
+        }
     }
-    None
 }
 
 /// The end of a connection the client closed.
-fn closed_by_client(conn: &Conn, frame: Option<&CloseFrame>) -> End {
+fn closed_by_client(shared: &Shared, conn: &Conn, frame: Option<&CloseFrame>) -> End {
+    let client = frame.map_or(1005, |f| u16::from(f.code));
     if let Some(ours) = conn.out.close_code() {
         // The client answered a close we sent.
         return match ours {
@@ -138,11 +190,17 @@ fn closed_by_client(conn: &Conn, frame: Option<&CloseFrame>) -> End {
             code::REPLACED => End::new(Level::Info, "replaced by a newer connection"),
             _ => End::new(Level::Info, "closed by server"),
         }
-        .code(ours);
+        .code(ours)
+        .client_code(client);
     }
-    let code = frame.map_or(1005, |f| u16::from(f.code));
-    let level = if matches!(code, 1000 | 1001 | 1005) { Level::Info } else { Level::Warn };
-    End::new(level, "closed by client").code(code)
+    // tungstenite answers a close code RFC 6455 §7.4 does not allow with
+    // 1002 "Protocol violation" and hands us that instead of the client's.
+    if frame.is_some_and(|f| f.code == CloseCode::Protocol && f.reason.as_str() == INVALID_CODE_REASON) {
+        shared.metrics.error(ErrorType::Protocol);
+        return End::new(Level::Warn, "client sent a close code RFC 6455 does not allow").code(code::PROTOCOL);
+    }
+    let level = if matches!(client, 1000 | 1001 | 1005) { Level::Info } else { Level::Warn };
+    End::new(level, "closed by client").client_code(client)
 }
 
 /// Maps a read error to how the connection ends, sending the close code of

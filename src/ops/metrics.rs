@@ -157,16 +157,19 @@ pub enum InvokeOutcome {
     Disconnected,
     /// The gateway shut down first.
     Unavailable,
+    /// The operator left before the answer came; nobody was left to answer.
+    Abandoned,
 }
 
 impl InvokeOutcome {
     /// Every outcome, in label order.
-    pub const ALL: [InvokeOutcome; 5] = [
+    pub const ALL: [InvokeOutcome; 6] = [
         InvokeOutcome::Ok,
         InvokeOutcome::Error,
         InvokeOutcome::Timeout,
         InvokeOutcome::Disconnected,
         InvokeOutcome::Unavailable,
+        InvokeOutcome::Abandoned,
     ];
 
     /// The `outcome` label value.
@@ -177,6 +180,7 @@ impl InvokeOutcome {
             InvokeOutcome::Timeout => "timeout",
             InvokeOutcome::Disconnected => "disconnected",
             InvokeOutcome::Unavailable => "unavailable",
+            InvokeOutcome::Abandoned => "abandoned",
         }
     }
 }

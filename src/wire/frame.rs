@@ -7,7 +7,7 @@
 use std::borrow::Cow;
 use std::fmt;
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 
 /// The protocol version this gateway speaks.
@@ -15,14 +15,20 @@ pub const PROTOCOL_VERSION: u32 = 3;
 /// Longest request id, node id or invoke id, in bytes.
 pub const MAX_ID_BYTES: usize = 128;
 
-/// The closed set of error codes a response may carry.
+/// Longest `error.message` the gateway sends, in bytes (SPEC §4): longer
+/// ones are cut on a character boundary. Messages never quote client input.
+pub const MAX_MESSAGE_BYTES: usize = 256;
+
+/// Why a request failed: goclaw's own reason, sent as `error.details.code`.
+/// The top-level `error.code` is the real gateway's code for the same
+/// situation ([`ErrorCode::wire_code`]), which is what real clients key on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ErrorCode {
     /// Malformed frame, missing field, request before or second `connect`.
     InvalidRequest,
     /// Token missing or wrong.
     Unauthorized,
-    /// Protocol 3 not within the client's range.
+    /// The protocol asked for is not one this gateway speaks for the role.
     ProtocolMismatch,
     /// A node called an operator method or the reverse.
     Forbidden,
@@ -40,10 +46,30 @@ pub enum ErrorCode {
     Unavailable,
     /// Too many requests, or too many pending invokes.
     RateLimited,
+    /// The frame the gateway would send for it exceeds `maxPayload`.
+    TooLarge,
+    /// The node answered with an error of its own (in `details.nodeError`).
+    NodeError,
+    /// A node without a device identity, and token nodes not allowed.
+    DeviceIdentityRequired,
+    /// The device is not approved for this role yet (`details.requestId`).
+    PairingRequired,
+    /// `device.id` is not the SHA-256 of `device.publicKey`.
+    DeviceIdMismatch,
+    /// `device.signedAt` is more than 120 s away from the gateway's clock.
+    SignatureExpired,
+    /// `device.nonce` is empty.
+    NonceRequired,
+    /// `device.nonce` is not this connection's challenge.
+    NonceMismatch,
+    /// The signature verifies neither as the v3 nor as the v2 payload.
+    SignatureInvalid,
+    /// `device.publicKey` is not an Ed25519 key.
+    PublicKeyInvalid,
 }
 
 impl ErrorCode {
-    /// The code as sent on the wire.
+    /// goclaw's reason, as sent in `error.details.code`.
     pub fn as_str(self) -> &'static str {
         match self {
             ErrorCode::InvalidRequest => "INVALID_REQUEST",
@@ -57,28 +83,108 @@ impl ErrorCode {
             ErrorCode::NodeDisconnected => "NODE_DISCONNECTED",
             ErrorCode::Unavailable => "UNAVAILABLE",
             ErrorCode::RateLimited => "RATE_LIMITED",
+            ErrorCode::TooLarge => "TOO_LARGE",
+            ErrorCode::NodeError => "NODE_ERROR",
+            ErrorCode::DeviceIdentityRequired => "DEVICE_IDENTITY_REQUIRED",
+            ErrorCode::PairingRequired => "PAIRING_REQUIRED",
+            ErrorCode::DeviceIdMismatch => "DEVICE_AUTH_DEVICE_ID_MISMATCH",
+            ErrorCode::SignatureExpired => "DEVICE_AUTH_SIGNATURE_EXPIRED",
+            ErrorCode::NonceRequired => "DEVICE_AUTH_NONCE_REQUIRED",
+            ErrorCode::NonceMismatch => "DEVICE_AUTH_NONCE_MISMATCH",
+            ErrorCode::SignatureInvalid => "DEVICE_AUTH_SIGNATURE_INVALID",
+            ErrorCode::PublicKeyInvalid => "DEVICE_AUTH_PUBLIC_KEY_INVALID",
+        }
+    }
+
+    /// The top-level `error.code`: what a real OpenClaw gateway answers in
+    /// the same situation (OPENCLAW.md §1.2).
+    pub fn wire_code(self) -> &'static str {
+        match self {
+            ErrorCode::InvalidRequest
+            | ErrorCode::Unauthorized
+            | ErrorCode::ProtocolMismatch
+            | ErrorCode::Forbidden
+            | ErrorCode::UnknownMethod
+            | ErrorCode::UnknownCommand
+            | ErrorCode::TooLarge
+            | ErrorCode::DeviceIdMismatch
+            | ErrorCode::SignatureExpired
+            | ErrorCode::NonceRequired
+            | ErrorCode::NonceMismatch
+            | ErrorCode::SignatureInvalid
+            | ErrorCode::PublicKeyInvalid => "INVALID_REQUEST",
+            ErrorCode::DeviceIdentityRequired | ErrorCode::PairingRequired => "NOT_PAIRED",
+            ErrorCode::NodeNotFound
+            | ErrorCode::Timeout
+            | ErrorCode::NodeDisconnected
+            | ErrorCode::Unavailable
+            | ErrorCode::RateLimited
+            | ErrorCode::NodeError => "UNAVAILABLE",
         }
     }
 }
 
-/// An error answer: a code and a message for humans.
+/// Fields an error carries in `details` beside `code`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(untagged)]
+pub enum Detail {
+    /// A protocol mismatch: the version a client should retry with.
+    #[serde(rename_all = "camelCase")]
+    Protocol {
+        /// 3 for nodes (what makes a 2026.9.6 node host fall back).
+        expected_protocol: u32,
+    },
+    /// The node's own error, as it sent it (bounded at parse).
+    #[serde(rename_all = "camelCase")]
+    Node {
+        /// `{code, message}`.
+        node_error: NodeError,
+    },
+}
+
+/// A node's error, forwarded to the operator in `details.nodeError`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct NodeError {
+    /// The node's code.
+    pub code: String,
+    /// The node's message.
+    pub message: String,
+}
+
+/// An error answer: goclaw's reason, a message for humans, and any detail.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Failure {
-    /// The wire code.
+    /// goclaw's reason; its top-level code follows from it.
     pub code: ErrorCode,
-    /// What went wrong; never contains the token.
+    /// What went wrong; never quotes client input, never the token.
     pub message: Cow<'static, str>,
+    /// More fields for `details`.
+    pub detail: Option<Detail>,
+    /// For `retryAfterMs`: when the client may try again.
+    pub retry_after_ms: Option<u64>,
 }
 
 impl Failure {
     /// Builds a failure.
     pub fn new(code: ErrorCode, message: impl Into<Cow<'static, str>>) -> Failure {
-        Failure { code, message: message.into() }
+        Failure { code, message: message.into(), detail: None, retry_after_ms: None }
     }
 
     /// An `INVALID_REQUEST` failure.
     pub fn invalid(message: impl Into<Cow<'static, str>>) -> Failure {
         Failure::new(ErrorCode::InvalidRequest, message)
+    }
+
+    /// The same failure with `detail` in `details`.
+    pub fn with(mut self, detail: Detail) -> Failure {
+        self.detail = Some(detail);
+        self
+    }
+
+    /// The same failure, retryable after `ms`.
+    pub fn retry_after(mut self, ms: u64) -> Failure {
+        self.retry_after_ms = Some(ms);
+        self
     }
 }
 
@@ -128,8 +234,15 @@ struct Envelope<'a> {
 /// missing or malformed `id` or `method`: a [`BadFrame`] with the id when it
 /// could be read.
 pub fn parse_request(text: &str) -> Result<Request<'_>, BadFrame<'_>> {
-    let envelope: Envelope<'_> = serde_json::from_str(text)
-        .map_err(|e| BadFrame { id: None, failure: Failure::invalid(format!("not a request frame: {e}")) })?;
+    // serde's message would quote the input: say only what kind of error it is.
+    let envelope: Envelope<'_> = serde_json::from_str(text).map_err(|e| {
+        let what = if e.is_data() {
+            "not a request frame: expected a JSON object"
+        } else {
+            "not a request frame: invalid JSON"
+        };
+        BadFrame { id: None, failure: Failure::invalid(what) }
+    })?;
     // Echo the id if it is a small string or number, whatever else is wrong.
     let echo = envelope.id.map(RawValue::get).filter(|raw| {
         raw.len() <= MAX_ID_BYTES + 2
@@ -179,15 +292,44 @@ pub fn write_ok(out: &mut Vec<u8>, id: &str, payload: &str) {
     out.push(b'}');
 }
 
-/// Appends an error response; `id` is raw JSON, `null` when unknown.
-pub fn write_error(out: &mut Vec<u8>, id: Option<&str>, code: &str, message: &str) {
+/// `error` as OpenClaw's closed schema has it: `{code, message, details,
+/// retryable?, retryAfterMs?}`, nothing else.
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct ErrorShape<'a> {
+    code: &'static str,
+    message: &'a str,
+    details: Details<'a>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    retryable: Option<bool>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    retry_after_ms: Option<u64>,
+}
+
+#[derive(Serialize)]
+struct Details<'a> {
+    code: &'static str,
+    #[serde(flatten)]
+    detail: Option<&'a Detail>,
+}
+
+/// Appends an error response; `id` is raw JSON, `null` when unknown. The
+/// message is cut to [`MAX_MESSAGE_BYTES`].
+pub fn write_error(out: &mut Vec<u8>, id: Option<&str>, failure: &Failure) {
+    let message = &failure.message[..failure.message.floor_char_boundary(MAX_MESSAGE_BYTES)];
+    let shape = ErrorShape {
+        code: failure.code.wire_code(),
+        message,
+        details: Details { code: failure.code.as_str(), detail: failure.detail.as_ref() },
+        retryable: failure.retry_after_ms.map(|_| true),
+        retry_after_ms: failure.retry_after_ms,
+    };
     out.extend_from_slice(br#"{"type":"res","id":"#);
     out.extend_from_slice(id.unwrap_or("null").as_bytes());
-    out.extend_from_slice(br#","ok":false,"error":{"code":"#);
-    push_json_str(out, code);
-    out.extend_from_slice(br#","message":"#);
-    push_json_str(out, message);
-    out.extend_from_slice(b"}}");
+    out.extend_from_slice(br#","ok":false,"error":"#);
+    // Strings and numbers only: serde_json cannot fail on them.
+    let _ = serde_json::to_writer(&mut *out, &shape);
+    out.push(b'}');
 }
 
 /// An event without its closing brace, ready for
@@ -275,9 +417,26 @@ mod tests {
     #[test]
     fn writers_produce_json() {
         let mut out = Vec::new();
-        write_error(&mut out, Some(r#""a""#), "X", "quote \" slash \\ nl \n nul \u{0}");
+        let failure = Failure::new(ErrorCode::Unauthorized, "quote \" slash \\ nl \n nul \u{0}");
+        write_error(&mut out, Some(r#""a""#), &failure);
         let v: serde_json::Value = serde_json::from_slice(&out).unwrap();
         assert_eq!(v["error"]["message"], "quote \" slash \\ nl \n nul \u{0}");
+        assert_eq!(
+            (v["error"]["code"].as_str(), v["error"]["details"]["code"].as_str()),
+            (Some("INVALID_REQUEST"), Some("UNAUTHORIZED"))
+        );
+        let mismatch = Failure::new(ErrorCode::ProtocolMismatch, "protocol mismatch")
+            .with(Detail::Protocol { expected_protocol: 3 });
+        let mut out = Vec::new();
+        write_error(&mut out, Some(r#""1""#), &mismatch);
+        assert_eq!(
+            String::from_utf8(out).unwrap(),
+            r#"{"type":"res","id":"1","ok":false,"error":{"code":"INVALID_REQUEST","message":"protocol mismatch","details":{"code":"PROTOCOL_MISMATCH","expectedProtocol":3}}}"#
+        );
+        let mut out = Vec::new();
+        write_error(&mut out, None, &Failure::invalid("é".repeat(200)));
+        let v: serde_json::Value = serde_json::from_slice(&out).unwrap();
+        assert!(v["error"]["message"].as_str().unwrap().len() <= MAX_MESSAGE_BYTES);
         let mut out = event_prefix("tick", r#"{"ts":1}"#);
         out.extend_from_slice(br#","seq":1}"#);
         let v: serde_json::Value = serde_json::from_slice(&out).unwrap();

@@ -79,6 +79,9 @@ impl Refusal {
 pub struct Upgrade {
     /// The `Sec-WebSocket-Accept` value to answer with.
     pub accept: String,
+    /// The request came through a proxy: it carries `Forwarded`,
+    /// `X-Forwarded-For` or `X-Real-IP` (SPEC §4.4: never local then).
+    pub forwarded: bool,
     /// Bytes of the request head; anything after belongs to the WebSocket.
     pub head_len: usize,
 }
@@ -170,8 +173,7 @@ pub fn check_request(head: &[u8], allowed_origins: &[String]) -> Result<Option<U
         Err(httparse::Error::TooManyHeaders) => return Err(Refusal::TooLarge),
         Err(_) => return Err(Refusal::BadRequest("malformed HTTP request")),
     };
-    let path = request.path.unwrap_or_default();
-    let path = path.split_once('?').map_or(path, |(p, _)| p);
+    let path = request_path(request.path.unwrap_or_default());
     if path != "/" && path != "/ws" {
         return Err(Refusal::NotFound);
     }
@@ -180,8 +182,20 @@ pub fn check_request(head: &[u8], allowed_origins: &[String]) -> Result<Option<U
     let mut key = None;
     let mut version = None;
     let mut origin = None;
+    let mut forwarded = false;
     for header in request.headers.iter() {
         let name = header.name;
+        if ["forwarded", "x-forwarded-for", "x-real-ip"].iter().any(|h| name.eq_ignore_ascii_case(h)) {
+            forwarded = true;
+            continue;
+        }
+        if !["upgrade", "connection", "sec-websocket-key", "sec-websocket-version", "origin"]
+            .iter()
+            .any(|h| name.eq_ignore_ascii_case(h))
+        {
+            // Other headers may carry obs-text (RFC 7230 §3.2.4): not ours to judge.
+            continue;
+        }
         let value = std::str::from_utf8(header.value).map_err(|_| Refusal::BadRequest("header is not UTF-8"))?.trim();
         if name.eq_ignore_ascii_case("upgrade") {
             upgrade_websocket |= has_token(value, "websocket");
@@ -217,7 +231,19 @@ pub fn check_request(head: &[u8], allowed_origins: &[String]) -> Result<Option<U
             return Err(Refusal::Forbidden);
         }
     }
-    Ok(Some(Upgrade { accept: accept_key::accept_key(key), head_len }))
+    Ok(Some(Upgrade { accept: accept_key::accept_key(key), forwarded, head_len }))
+}
+
+/// The path of a request target, in origin form (`/ws?x=1`) or absolute
+/// form (`http://host/ws`, RFC 7230 §5.3.2), without its query.
+fn request_path(target: &str) -> &str {
+    let target = match target.split_once("://") {
+        Some((scheme, rest)) if scheme.eq_ignore_ascii_case("http") || scheme.eq_ignore_ascii_case("ws") => {
+            rest.find('/').map_or("/", |at| &rest[at..])
+        }
+        _ => target,
+    };
+    target.split_once('?').map_or(target, |(path, _)| path)
 }
 
 /// Answers a refused connection from an accept thread, without blocking
@@ -305,7 +331,7 @@ mod tests {
 
     #[test]
     fn upgrades() {
-        for path in ["/", "/ws", "/ws?x=1"] {
+        for path in ["/", "/ws", "/ws?x=1", "http://gw.example/ws", "ws://gw.example:18789/?a=b", "http://gw.example"] {
             let head = request(path, "");
             let up = check_request(head.as_bytes(), &[]).unwrap().unwrap();
             assert_eq!(up.accept, "s3pPLMBiTxaQ9kYGzzhZRbK+xOo=");
@@ -316,6 +342,21 @@ mod tests {
         assert_eq!(check_request(&with_frame, &[]).unwrap().unwrap().head_len, with_frame.len() - 2);
         let partial = request("/", "");
         assert_eq!(check_request(&partial.as_bytes()[..partial.len() - 2], &[]), Ok(None));
+    }
+
+    #[test]
+    fn obs_text_in_other_headers_and_forwarding_headers() {
+        let mut latin1 = request("/ws", "").into_bytes();
+        let at = latin1.len() - 2;
+        latin1.splice(at..at, b"User-Agent: caf\xe9\r\nCookie: a=\xff\r\n".iter().copied());
+        let upgrade = check_request(&latin1, &[]).unwrap().unwrap();
+        assert!(!upgrade.forwarded);
+        for header in ["X-Forwarded-For: 10.0.0.1", "Forwarded: for=10.0.0.1", "x-real-ip: 10.0.0.1"] {
+            let head = request("/ws", &format!("{header}\r\n"));
+            assert!(check_request(head.as_bytes(), &[]).unwrap().unwrap().forwarded, "{header}");
+        }
+        let bad_key = request("/ws", "").replace(KEY, "dGhlIHNhbXBsZSBub25jZQ\u{e9}=");
+        assert!(check_request(bad_key.as_bytes(), &[]).is_err());
     }
 
     #[test]

@@ -6,8 +6,11 @@
 
 pub mod accept_key;
 pub mod auth;
+pub mod connect;
 pub mod frame;
 pub mod http;
+pub mod json;
 pub mod net;
 pub mod params;
+pub mod text;
 pub mod ws;

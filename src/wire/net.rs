@@ -120,6 +120,14 @@ pub fn write_all(stream: &TcpStream, buf: &[u8]) -> io::Result<()> {
     writer.write_all(buf)
 }
 
+/// Makes the socket's close abortive (`SO_LINGER` 0): data the kernel
+/// still holds is dropped and the peer gets a reset, instead of an orphaned
+/// socket keeping its send buffer for a peer that never reads. Errors
+/// (already closed) are irrelevant here.
+pub fn discard_on_close(stream: &TcpStream) {
+    let _ = setsockopt(stream, sockopt::Linger, &nix::libc::linger { l_onoff: 1, l_linger: 0 });
+}
+
 /// Ends the connection in both directions; wakes a thread blocked reading
 /// it. Errors (already closed) are irrelevant here.
 pub fn cut(stream: &TcpStream) {

@@ -44,6 +44,16 @@ impl DataFrame {
         &mut self.buf
     }
 
+    /// The length of the body written so far.
+    pub fn len(&self) -> usize {
+        self.buf.len() - HEADER_ROOM
+    }
+
+    /// Whether nothing was written yet.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
     /// The finished frame: header and body.
     pub fn finish(&mut self) -> &[u8] {
         let len = self.buf.len() - HEADER_ROOM;

@@ -38,6 +38,9 @@ pub fn config() -> Config {
         rate_burst: 10_000,
         message_rate_per_sec: 10_000.0,
         message_burst: 10_000,
+        // Most tests' nodes are plain WebSocket clients that cannot sign.
+        allow_token_nodes: true,
+        max_unauthenticated_per_source: 1024,
         ..Config::default()
     }
 }
@@ -87,6 +90,24 @@ pub fn connect_params(role: &str, id: &str, commands: &[&str]) -> Value {
     })
 }
 
+/// The params of a `node.invoke.request` event, as the node reads them
+/// (`paramsJSON`, SPEC §4.2).
+pub fn params_of(event: &Value) -> Value {
+    serde_json::from_str(event["payload"]["paramsJSON"].as_str().expect("paramsJSON")).expect("paramsJSON is JSON")
+}
+
+/// The node's payload in a `node.invoke` answer (`{ok, nodeId, command,
+/// payload}`).
+pub fn invoke_payload(res: &Value) -> Value {
+    res["payload"]["payload"].clone()
+}
+
+/// A distinct loopback source address, so tests that hold many
+/// connections before `connect` stay under the per-source bound.
+pub fn source(i: usize) -> Option<IpAddr> {
+    Some(IpAddr::V4(std::net::Ipv4Addr::new(127, 0, 1 + (i / 250) as u8, 1 + (i % 250) as u8)))
+}
+
 /// Sends `connect` and returns the response.
 pub fn hello(ws: &mut Client, params: Value) -> Value {
     send(ws, &json!({"type": "req", "id": "c1", "method": "connect", "params": params}));
@@ -94,14 +115,24 @@ pub fn hello(ws: &mut Client, params: Value) -> Value {
 }
 
 pub fn node(addr: SocketAddr, id: &str, commands: &[&str]) -> Client {
-    let mut ws = ws(addr);
+    node_from(addr, None, id, commands)
+}
+
+/// `node`, from a given loopback source address.
+pub fn node_from(addr: SocketAddr, from: Option<IpAddr>, id: &str, commands: &[&str]) -> Client {
+    let mut ws = upgrade(tcp(addr, from, None)).0;
     let res = hello(&mut ws, connect_params("node", id, commands));
     assert_eq!(res["ok"], true, "{res}");
     ws
 }
 
 pub fn operator(addr: SocketAddr) -> Client {
-    let mut ws = ws(addr);
+    operator_from(addr, None)
+}
+
+/// `operator`, from a given loopback source address.
+pub fn operator_from(addr: SocketAddr, from: Option<IpAddr>) -> Client {
+    let mut ws = upgrade(tcp(addr, from, None)).0;
     let res = hello(&mut ws, connect_params("operator", "op", &[]));
     assert_eq!(res["ok"], true, "{res}");
     ws
@@ -259,7 +290,7 @@ pub fn serve_binary_at(bin: &str, extra: &[&str]) -> Running {
 pub fn serve_command(bin: &str, listen: &str, extra: &[&str]) -> Command {
     let mut command = Command::new(bin);
     command
-        .args(["serve", "--listen", listen, "--metrics-listen", "127.0.0.1:0", "--token", TOKEN])
+        .args(["serve", "--listen", listen, "--metrics-listen", "127.0.0.1:0", "--token", TOKEN, "--allow-token-nodes"])
         .args(extra)
         .env_clear()
         .env("HOME", std::env::temp_dir());

@@ -1,0 +1,77 @@
+//! One connection as every thread sees it: its id, address, write side
+//! (the outbox, which owns the socket) and the few flags other threads
+//! read. Shared by `Arc`; nothing here blocks.
+
+use std::net::SocketAddr;
+use std::sync::OnceLock;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering::SeqCst};
+
+use uuid::Uuid;
+
+use crate::gateway::outbox::Outbox;
+
+/// One connection, shared by its own thread and everyone who writes to it.
+#[derive(Debug)]
+pub struct Conn {
+    /// The `connId` in every log line about it.
+    pub id: Uuid,
+    /// Process-unique number, the key in every map.
+    pub key: u64,
+    /// The peer's address.
+    pub addr: SocketAddr,
+    /// The write side; also owns the socket.
+    pub out: Outbox,
+    /// Invokes this connection (an operator) is waiting for. Only changed
+    /// under the hub lock.
+    pub pending: AtomicUsize,
+    /// The device it proved, once `connect` verified one.
+    device: OnceLock<Box<str>>,
+    /// Its `hello-ok` has been sent: from then on the shutdown path may send
+    /// it the `shutdown` event (which must not precede `hello-ok`).
+    greeted: AtomicBool,
+    /// Who sends the `shutdown` event and close 1001 claims this first, so
+    /// they go out exactly once whether the shutdown path or the
+    /// connection's own thread gets there first.
+    shutdown_claimed: AtomicBool,
+}
+
+impl Conn {
+    /// A connection around its socket.
+    pub fn new(id: Uuid, key: u64, addr: SocketAddr, out: Outbox) -> Conn {
+        Conn {
+            id,
+            key,
+            addr,
+            out,
+            pending: AtomicUsize::new(0),
+            greeted: AtomicBool::new(false),
+            shutdown_claimed: AtomicBool::new(false),
+            device: OnceLock::new(),
+        }
+    }
+
+    /// Records the device this connection proved (once).
+    pub fn set_device(&self, device_id: &str) {
+        let _ = self.device.set(device_id.into());
+    }
+
+    /// The device this connection proved, if any.
+    pub fn device(&self) -> Option<&str> {
+        self.device.get().map(|d| &**d)
+    }
+
+    /// Records that `hello-ok` went out.
+    pub fn mark_greeted(&self) {
+        self.greeted.store(true, SeqCst);
+    }
+
+    /// Whether `hello-ok` went out.
+    pub fn is_greeted(&self) -> bool {
+        self.greeted.load(SeqCst)
+    }
+
+    /// True for the one caller that may send the shutdown notice.
+    pub fn claim_shutdown(&self) -> bool {
+        !self.shutdown_claimed.swap(true, SeqCst)
+    }
+}
