@@ -58,7 +58,7 @@ pub use client::operator::{EXIT_CONNECTION, EXIT_GATEWAY_ERROR, EXIT_USAGE, Targ
 pub use gateway::config::Config;
 pub use gateway::{CONN_STACK_BYTES, Gateway, ShutdownReport, StartError};
 pub use ops::health::probe as probe_health;
-pub use ops::logging::{JsonLog, LOG_FILE_NAME, LogLimits, Logs, init as init_logging};
+pub use ops::logging::{JsonLog, LOG_FILE_NAME, LogLimits, Logs, init as init_logging, under_journald};
 pub use ops::metrics::{Direction, ErrorType, InvokeOutcome, Metrics, MsgType};
 pub use util::{ConfigError, Stop};
 pub use wire::auth::Token;
