@@ -4,7 +4,8 @@
 //! `goclaw healthcheck` probes a running gateway and exits 0 or 1.
 //! `goclaw node` runs the node agent until SIGINT or SIGTERM (exit 0);
 //! `goclaw nodes`, `invoke` and `watch` exit 0, 1 for an error answer, 2 for
-//! bad usage and 3 when the gateway cannot be reached.
+//! bad usage, 3 when the gateway cannot be reached and 4 when it still
+//! refuses the connection for now after bounded retries.
 
 #![forbid(unsafe_code)]
 
@@ -15,7 +16,8 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use goclaw::{
-    ClientError, Command, Config, EXIT_CONNECTION, EXIT_GATEWAY_ERROR, EXIT_USAGE, Gateway, LogLimits, Logs, Stop,
+    ClientError, Command, Config, EXIT_CONNECTION, EXIT_GATEWAY_ERROR, EXIT_REFUSED, EXIT_USAGE, Gateway, LogLimits,
+    Logs, Stop,
 };
 
 /// `eprintln!` for the lines the binary writes itself: under journald they
@@ -91,13 +93,18 @@ fn main() -> ExitCode {
 }
 
 /// The exit status of an operator command, its error on stderr: the
-/// gateway's `CODE: message` (1) or what kept us from talking to it (3).
+/// gateway's `CODE: message` (1), what kept us from talking to it (3), or
+/// its refusal for now (4).
 fn client_exit(result: Result<(), ClientError>) -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e @ ClientError::Gateway { .. }) => {
             error_line!("{e}");
             ExitCode::from(EXIT_GATEWAY_ERROR)
+        }
+        Err(e @ ClientError::RefusedForNow { .. }) => {
+            error_line!("goclaw: {e}");
+            ExitCode::from(EXIT_REFUSED)
         }
         Err(e) => {
             error_line!("goclaw: {e}");
