@@ -186,6 +186,12 @@ fn the_binary_writes_json_lines_with_fields_and_ends_with_a_clean_shutdown_line(
     assert!(!text.contains(SECRET) && !stderr.contains(SECRET), "the token leaked");
     // The console says the same things in key=value form.
     assert!(stderr.contains("client connected") && stderr.contains("node_id=logged-node"), "{stderr}");
+    // The startup line says where the file is, on both sinks.
+    let file = fs::canonicalize(dir.join("logs/goclaw.log")).unwrap();
+    let listening = stderr.lines().find(|l| l.contains("listening")).unwrap();
+    assert!(listening.contains(&format!(" log_file={} ", file.display())), "{listening}");
+    let listening = lines.iter().find(|l| l["msg"] == "listening").expect("a listening line");
+    assert_eq!(listening["log_file"], file.to_str().unwrap());
     // Not under journald: no priority prefixes.
     assert!(stderr.lines().all(|l| !l.starts_with('<')), "{stderr}");
     fs::remove_dir_all(&dir).unwrap();
@@ -212,6 +218,8 @@ fn an_unwritable_state_dir_is_one_warning_then_console_only() {
     let stderr = run_binary(&file, "debug", &[]);
     let warnings: Vec<&str> = stderr.lines().filter(|l| l.contains("cannot write logs")).collect();
     assert_eq!(warnings.len(), 1, "{stderr}");
+    let listening = stderr.lines().find(|l| l.contains("listening")).unwrap();
+    assert!(listening.contains(" log_file=none "), "{listening}");
     assert!(stderr.contains("shutdown complete"), "{stderr}");
     fs::remove_dir_all(&dir).unwrap();
 }

@@ -9,9 +9,9 @@ use std::fs::{self, OpenOptions};
 use std::io::{self, IsTerminal, Write};
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::mpsc::{Receiver, SyncSender, TrySendError, sync_channel};
+use std::sync::{Arc, OnceLock};
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant, SystemTime};
 
@@ -35,6 +35,10 @@ const BATCH_PAUSE: Duration = Duration::from_millis(20);
 const BATCH_BYTES: usize = 64 * 1024;
 /// How often the writer checks for backups past their age.
 const PRUNE_EVERY: Duration = Duration::from_secs(3600);
+
+/// The JSON log file of the installed logger, set once by [`init`] when the
+/// file is open; the logger itself is process-wide, so is its path.
+static FILE_PATH: OnceLock<PathBuf> = OnceLock::new();
 
 /// Rotation limits of the log file.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -94,7 +98,10 @@ pub fn init(level: LevelFilter, state_dir: Option<&Path>, limits: LogLimits) -> 
     };
     let mut logs = Logs { writer: None };
     let mut sink = None;
+    let mut file_path = None;
     if let Some(json) = file {
+        // Absolute in the startup line, whatever --state-dir said.
+        let path = fs::canonicalize(&json.path).unwrap_or_else(|_| json.path.clone());
         let (queue, lines) = sync_channel(QUEUE_LINES);
         let dropped = Arc::new(AtomicU64::new(0));
         let writer_dropped = dropped.clone();
@@ -103,12 +110,16 @@ pub fn init(level: LevelFilter, state_dir: Option<&Path>, limits: LogLimits) -> 
             Ok(writer) => {
                 sink = Some(FileSink { queue: queue.clone(), dropped });
                 logs.writer = Some((queue, writer));
+                file_path = Some(path);
             }
             Err(e) => problem = Some(format!("cannot start the log writer: {e}; logging to the console only")),
         }
     }
     log::set_boxed_logger(Box::new(Logger { console, journald, file: sink }))?;
     log::set_max_level(level);
+    if let Some(path) = file_path {
+        let _ = FILE_PATH.set(path);
+    }
     if let Some(problem) = problem {
         log::warn!(target: "goclaw::logging", "{problem}");
     }
@@ -120,6 +131,13 @@ pub fn init(level: LevelFilter, state_dir: Option<&Path>, limits: LogLimits) -> 
 /// (journald adds its own) and start with their syslog priority.
 pub fn under_journald() -> bool {
     std::env::var_os("JOURNAL_STREAM").is_some()
+}
+
+/// Where the installed logger writes the JSON log file, for the startup
+/// line: its path, or `none` (no state directory, or one that could not be
+/// written).
+pub fn file_or_none() -> String {
+    FILE_PATH.get().map_or_else(|| "none".to_string(), |path| path.display().to_string())
 }
 
 fn console(level: LevelFilter, journald: bool) -> Box<TermLogger> {
