@@ -54,11 +54,13 @@ pub use client::agent::{NodeConfig, run as run_node};
 pub use client::endpoint::Endpoint;
 pub use client::error::ClientError;
 pub use client::exec::Exec;
-pub use client::operator::{EXIT_CONNECTION, EXIT_GATEWAY_ERROR, EXIT_USAGE, Target, invoke, nodes, watch};
+pub use client::operator::{
+    EXIT_CONNECTION, EXIT_GATEWAY_ERROR, EXIT_REFUSED, EXIT_USAGE, REFUSED_ATTEMPTS, Target, invoke, nodes, watch,
+};
 pub use gateway::config::Config;
 pub use gateway::{CONN_STACK_BYTES, Gateway, ShutdownReport, StartError};
 pub use ops::health::probe as probe_health;
-pub use ops::logging::{JsonLog, LOG_FILE_NAME, LogLimits, Logs, init as init_logging};
+pub use ops::logging::{JsonLog, LOG_FILE_NAME, LogLimits, Logs, init as init_logging, under_journald};
 pub use ops::metrics::{Direction, ErrorType, InvokeOutcome, Metrics, MsgType};
 pub use util::{ConfigError, Stop};
 pub use wire::auth::Token;

@@ -4,7 +4,8 @@
 //! `goclaw healthcheck` probes a running gateway and exits 0 or 1.
 //! `goclaw node` runs the node agent until SIGINT or SIGTERM (exit 0);
 //! `goclaw nodes`, `invoke` and `watch` exit 0, 1 for an error answer, 2 for
-//! bad usage and 3 when the gateway cannot be reached.
+//! bad usage, 3 when the gateway cannot be reached and 4 when it still
+//! refuses the connection for now after bounded retries.
 
 #![forbid(unsafe_code)]
 
@@ -15,8 +16,18 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use goclaw::{
-    ClientError, Command, Config, EXIT_CONNECTION, EXIT_GATEWAY_ERROR, EXIT_USAGE, Gateway, LogLimits, Logs, Stop,
+    ClientError, Command, Config, EXIT_CONNECTION, EXIT_GATEWAY_ERROR, EXIT_REFUSED, EXIT_USAGE, Gateway, LogLimits,
+    Logs, Stop,
 };
+
+/// `eprintln!` for the lines the binary writes itself: under journald they
+/// start with the error priority `<3>` (sd-daemon(3)), as the logger's
+/// error lines do, so `journalctl -p err` shows why goclaw stopped.
+macro_rules! error_line {
+    ($($arg:tt)*) => {
+        eprintln!("{}{}", if goclaw::under_journald() { "<3>" } else { "" }, format_args!($($arg)*))
+    };
+}
 
 /// Everything `goclaw healthcheck` does must fit in this (Docker's default
 /// HEALTHCHECK timeout is 30 s; ours uses 5 s).
@@ -25,7 +36,7 @@ const HEALTHCHECK_TIMEOUT: Duration = Duration::from_secs(3);
 fn main() -> ExitCode {
     let args: Result<Vec<String>, _> = std::env::args_os().skip(1).map(|a| a.into_string()).collect();
     let Ok(args) = args else {
-        eprintln!("goclaw: arguments must be valid UTF-8");
+        error_line!("goclaw: arguments must be valid UTF-8");
         return ExitCode::from(EXIT_USAGE);
     };
     match goclaw::parse_args(&args, |name| std::env::var(name).ok()) {
@@ -41,7 +52,7 @@ fn main() -> ExitCode {
         Ok(Command::Healthcheck { url }) => match goclaw::probe_health(&url, HEALTHCHECK_TIMEOUT) {
             Ok(()) => ExitCode::SUCCESS,
             Err(why) => {
-                eprintln!("goclaw: unhealthy: {why}");
+                error_line!("goclaw: unhealthy: {why}");
                 ExitCode::FAILURE
             }
         },
@@ -75,23 +86,28 @@ fn main() -> ExitCode {
             client_exit(goclaw::watch(&target, json, &stop, &mut std::io::stdout()))
         }
         Err(e) => {
-            eprintln!("goclaw: {e}");
+            error_line!("goclaw: {e}");
             ExitCode::from(EXIT_USAGE)
         }
     }
 }
 
 /// The exit status of an operator command, its error on stderr: the
-/// gateway's `CODE: message` (1) or what kept us from talking to it (3).
+/// gateway's `CODE: message` (1), what kept us from talking to it (3), or
+/// its refusal for now (4).
 fn client_exit(result: Result<(), ClientError>) -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e @ ClientError::Gateway { .. }) => {
-            eprintln!("{e}");
+            error_line!("{e}");
             ExitCode::from(EXIT_GATEWAY_ERROR)
         }
+        Err(e @ ClientError::RefusedForNow { .. }) => {
+            error_line!("goclaw: {e}");
+            ExitCode::from(EXIT_REFUSED)
+        }
         Err(e) => {
-            eprintln!("goclaw: {e}");
+            error_line!("goclaw: {e}");
             ExitCode::from(EXIT_CONNECTION)
         }
     }
@@ -108,14 +124,14 @@ fn stop_on_signal() -> Option<Arc<Stop>> {
         if count.fetch_add(1, Ordering::SeqCst) == 0 {
             setter.set();
         } else {
-            eprintln!("goclaw: second signal, exiting now");
+            error_line!("goclaw: second signal, exiting now");
             std::process::exit(130);
         }
     });
     match installed {
         Ok(()) => Some(stop),
         Err(e) => {
-            eprintln!("goclaw: cannot install the signal handler: {e}");
+            error_line!("goclaw: cannot install the signal handler: {e}");
             None
         }
     }
@@ -126,7 +142,7 @@ fn logging(level: log::LevelFilter, state_dir: Option<&std::path::Path>) -> Opti
     match goclaw::init_logging(level, state_dir, LogLimits::default()) {
         Ok(logs) => Some(logs),
         Err(e) => {
-            eprintln!("goclaw: cannot set up logging: {e}");
+            error_line!("goclaw: cannot set up logging: {e}");
             None
         }
     }
@@ -139,7 +155,7 @@ fn serve(config: Config) -> ExitCode {
         Ok(gateway) => gateway,
         Err(e) => {
             logs.finish();
-            eprintln!("goclaw: {e}");
+            error_line!("goclaw: {e}");
             return ExitCode::FAILURE;
         }
     };

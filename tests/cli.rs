@@ -252,6 +252,60 @@ fn watch_prints_nodes_arriving_and_leaving() {
     assert_eq!(watch.wait(Duration::from_secs(5)), Some(0));
 }
 
+#[test]
+fn a_tight_loop_of_invokes_rides_out_the_rate_limit() {
+    // One new connection a second, two at once: the node and the first
+    // invoke use the burst up, and later invokes are refused (429,
+    // Retry-After: 1) until they ask again. Five connections need three
+    // seconds of refill, so the loop cannot succeed without waiting.
+    let gateway = serve_binary(&["--rate-limit", "1", "--rate-burst", "2"]);
+    let _node = start_node(gateway.addr, "box-5", &[]);
+    let url = url(gateway.addr);
+    for i in 0..4 {
+        let params = format!(r#"{{"i":{i}}}"#);
+        let output = goclaw(&["invoke", "box-5", "echo", &params, "--url", &url, "--token", TOKEN], &[]);
+        assert_eq!(output.status.code(), Some(0), "invoke {i}: {}", stderr(&output));
+        assert_eq!(stdout(&output).trim(), params);
+    }
+    // How many were refused depends on how the jitter falls (a long wait
+    // can bank a token for the next one); at least one was.
+    let refused = metric(gateway.metrics, r#"goclaw_errors_total{type="rate_limit"}"#).unwrap();
+    assert!(refused.parse::<u32>().unwrap() >= 1, "{refused} refusals");
+}
+
+#[test]
+fn a_gateway_that_refuses_for_longer_than_goclaw_waits_exits_4_at_once() {
+    // One new connection per 1,000 s: the second is told to come back in
+    // 1,000 s, past the 30 s goclaw waits, so it does not wait at all.
+    let gateway = serve_binary(&["--rate-limit", "0.001", "--rate-burst", "1"]);
+    let url = url(gateway.addr);
+    assert_eq!(goclaw(&["nodes", "--url", &url, "--token", TOKEN], &[]).status.code(), Some(0));
+    let started = Instant::now();
+    for command in [&["nodes"][..], &["invoke", "box", "echo"], &["watch"]] {
+        let mut args = command.to_vec();
+        args.extend_from_slice(&["--url", &url, "--token", TOKEN]);
+        let output = goclaw(&args, &[]);
+        let err = stderr(&output);
+        assert_eq!(output.status.code(), Some(4), "{command:?}: {err}");
+        assert_eq!(err.lines().count(), 1, "{err}");
+        assert!(err.starts_with("goclaw: ") && err.contains("HTTP 429") && err.contains("retry after 1000 s"), "{err}");
+    }
+    assert!(started.elapsed() < Duration::from_secs(5), "{:?}", started.elapsed());
+}
+
+#[test]
+fn at_capacity_it_asks_five_times_then_exits_4() {
+    // One connection at most, and it is taken: each upgrade gets 503 with
+    // Retry-After: 1, five attempts over about four seconds.
+    let gateway = serve_binary(&["--max-connections", "1"]);
+    let _held = operator(gateway.addr);
+    let output = goclaw(&["nodes", "--url", &url(gateway.addr), "--token", TOKEN], &[]);
+    let err = stderr(&output);
+    assert_eq!(output.status.code(), Some(4), "{err}");
+    assert!(err.contains("HTTP 503") && err.contains("still refused after 5 attempts"), "{err}");
+    assert_eq!(metric(gateway.metrics, r#"goclaw_errors_total{type="capacity"}"#).as_deref(), Some("5"));
+}
+
 /// A port free now, for a gateway that must come back on the same one.
 fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()

@@ -187,6 +187,14 @@ fn the_binary_writes_json_lines_with_fields_and_ends_with_a_clean_shutdown_line(
     assert!(!text.contains(SECRET) && !stderr.contains(SECRET), "the token leaked");
     // The console says the same things in key=value form.
     assert!(stderr.contains("client connected") && stderr.contains("node_id=logged-node"), "{stderr}");
+    // The startup line says where the file is, on both sinks.
+    let file = fs::canonicalize(dir.join("logs/goclaw.log")).unwrap();
+    let listening = stderr.lines().find(|l| l.contains("listening")).unwrap();
+    assert!(listening.contains(&format!(" log_file={} ", file.display())), "{listening}");
+    let listening = lines.iter().find(|l| l["msg"] == "listening").expect("a listening line");
+    assert_eq!(listening["log_file"], file.to_str().unwrap());
+    // Not under journald: no priority prefixes.
+    assert!(stderr.lines().all(|l| !l.starts_with('<')), "{stderr}");
     fs::remove_dir_all(&dir).unwrap();
 }
 
@@ -211,6 +219,8 @@ fn an_unwritable_state_dir_is_one_warning_then_console_only() {
     let stderr = run_binary(&file, "debug", &[]);
     let warnings: Vec<&str> = stderr.lines().filter(|l| l.contains("cannot write logs")).collect();
     assert_eq!(warnings.len(), 1, "{stderr}");
+    let listening = stderr.lines().find(|l| l.contains("listening")).unwrap();
+    assert!(listening.contains(" log_file=none "), "{listening}");
     assert!(stderr.contains("shutdown complete"), "{stderr}");
     fs::remove_dir_all(&dir).unwrap();
 }
@@ -220,7 +230,80 @@ fn under_journald_console_lines_carry_no_timestamp() {
     let dir = temp_dir("journald");
     let stderr = run_binary(&dir, "debug", &[("JOURNAL_STREAM", "8:12345")]);
     let listening = stderr.lines().find(|l| l.contains("listening")).unwrap();
-    assert!(listening.starts_with("[INFO]"), "{listening}");
+    assert!(listening.starts_with("<6>[INFO] listening addr="), "{listening}");
     assert!(!stderr.contains('\u{1b}'), "no colour escapes");
     fs::remove_dir_all(&dir).unwrap();
+}
+
+/// The sd-daemon(3) priority of a console line under journald, checked
+/// against the level that follows it; `None` if the line has no prefix or
+/// the wrong one for its level.
+fn priority(line: &str) -> Option<u8> {
+    let levels = [(3, "ERROR"), (4, "WARN"), (6, "INFO"), (7, "DEBUG"), (7, "TRACE")];
+    levels.iter().find(|(n, level)| line.starts_with(&format!("<{n}>[{level}] "))).map(|(n, _)| *n)
+}
+
+/// `goclaw ARGS` under journald, its stderr lines through a channel.
+fn spawn_journald(args: &[&str]) -> (std::process::Child, std::sync::mpsc::Receiver<String>) {
+    use std::io::{BufRead, BufReader};
+    let mut child = Command::new(BIN)
+        .args(args)
+        .env_clear()
+        .env("JOURNAL_STREAM", "8:12345")
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = BufReader::new(child.stderr.take().unwrap());
+    let (tx, lines) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in stderr.lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    (child, lines)
+}
+
+#[test]
+fn under_journald_every_console_line_starts_with_its_priority() {
+    // The gateway: info and warn (a wrong token) lines, at trace level.
+    let dir = temp_dir("priorities");
+    let stderr = run_binary(&dir, "trace", &[("JOURNAL_STREAM", "8:12345")]);
+    let mut seen = std::collections::BTreeSet::new();
+    for line in stderr.lines() {
+        seen.insert(priority(line).unwrap_or_else(|| panic!("no priority or the wrong one: {line:?}")));
+    }
+    assert!(seen.contains(&6) && seen.contains(&4), "{stderr}");
+    assert!(stderr.lines().any(|l| l.starts_with("<4>[WARN] client disconnected") && l.contains("connect refused")));
+    fs::remove_dir_all(&dir).unwrap();
+
+    // The node agent: an error (its token refused), then debug (an invoke).
+    let gateway = support::start(support::config());
+    let url = format!("ws://{}/ws", gateway.local_addr());
+    let (mut refused, lines) = spawn_journald(&["node", "--url", &url, "--token", "wrong", "--id", "j1"]);
+    let line = line_with(&lines, "refused", READ_LIMIT);
+    assert!(line.starts_with("<3>[ERROR] the gateway refused connect"), "{line}");
+    signal_child(&refused, Signal::SIGTERM);
+    assert_eq!(wait_exit(&mut refused, Duration::from_secs(5)), Some(0));
+
+    let args = ["node", "--url", &url, "--token", TOKEN, "--id", "j2", "--log-level", "debug"];
+    let (mut node, lines) = spawn_journald(&args);
+    let line = line_with(&lines, "connected to the gateway", READ_LIMIT);
+    assert!(line.starts_with("<6>[INFO] connected to the gateway"), "{line}");
+    let mut op = operator(gateway.local_addr());
+    request(&mut op, "i", "node.invoke", json!({"nodeId": "j2", "command": "echo", "params": {}}));
+    assert_eq!(recv_res(&mut op, "i")["ok"], true);
+    let line = line_with(&lines, "invoke request", READ_LIMIT);
+    assert!(line.starts_with("<7>[DEBUG] invoke request"), "{line}");
+    signal_child(&node, Signal::SIGTERM);
+    assert_eq!(wait_exit(&mut node, Duration::from_secs(5)), Some(0));
+    for line in lines.try_iter() {
+        assert!(priority(&line).is_some(), "{line:?}");
+    }
+
+    // The binary's own error lines: a port in use.
+    let taken = gateway.local_addr().to_string();
+    let (mut failed, lines) = spawn_journald(&["serve", "--listen", &taken, "--metrics-listen", "127.0.0.1:0"]);
+    let line = line_with(&lines, "cannot listen", READ_LIMIT);
+    assert!(line.starts_with("<3>goclaw: cannot listen on"), "{line}");
+    assert_eq!(wait_exit(&mut failed, Duration::from_secs(5)), Some(1));
 }

@@ -62,6 +62,7 @@ fn every_series_is_present_at_zero_from_the_first_scrape() {
     }
     assert_eq!(value(&samples, "goclaw_connected_clients"), 0.0);
     assert_eq!(value(&samples, "goclaw_nodes_connected"), 0.0);
+    assert_eq!(value(&samples, "goclaw_max_connections"), 1024.0);
     let version = format!(r#"goclaw_build_info{{version="{}"}}"#, env!("CARGO_PKG_VERSION"));
     assert_eq!(value(&samples, &version), 1.0);
     for name in [
@@ -94,6 +95,7 @@ fn each_series_moves_when_its_event_happens() {
     let mut node = node(addr, "m1", &["echo"]);
     let mut op = operator(addr);
     let after_connect = scrape(metrics);
+    assert_eq!(value(&after_connect, "goclaw_max_connections"), 5.0);
     assert_eq!(value(&after_connect, "goclaw_connected_clients"), 2.0);
     assert_eq!(value(&after_connect, "goclaw_nodes_connected"), 1.0);
 

@@ -46,6 +46,9 @@ fn bad_input_exits_2_with_one_line_naming_the_flag() {
         (&["serve", "--ping-period", "2m"], "--ping-period"),
         (&["serve", "--max-connections", "lots"], "--max-connections"),
         (&["serve", "--listen", "0.0.0.0:0"], "token"),
+        (&["serve", "--listen", ":0"], "token"),
+        (&["serve", "--listen", ":http"], "--listen"),
+        (&["serve", "--pong-wait", "1m30"], "--pong-wait"),
         (&["serve", "--token-file", "/nonexistent/token"], "--token-file"),
         (&["serve", "--frobnicate"], "--frobnicate"),
         (&["serve", "--allowed-origin", "example.com"], "--allowed-origin"),
@@ -62,6 +65,18 @@ fn bad_input_exits_2_with_one_line_naming_the_flag() {
     let (code, _, err) = run(&["serve", "--listen", "0.0.0.0:0"]);
     assert_eq!(code, 2);
     assert!(err.contains("refusing to listen on 0.0.0.0:0 without a token"), "{err}");
+}
+
+#[test]
+fn a_bare_port_listens_on_every_interface_and_durations_compound() {
+    let mut gateway =
+        Running::start(serve_command(BIN, ":0", &["--pong-wait", "1m30s", "--shutdown-timeout", "1s500ms"]));
+    assert!(gateway.addr.ip().is_unspecified() && gateway.addr.is_ipv4(), "{}", gateway.addr);
+    let mut op = operator(std::net::SocketAddr::from(([127, 0, 0, 1], gateway.addr.port())));
+    request(&mut op, "h", "health", json!(null));
+    assert_eq!(recv_res(&mut op, "h")["ok"], true);
+    gateway.signal(Signal::SIGTERM);
+    assert_eq!(gateway.wait(Duration::from_secs(5)), 0);
 }
 
 #[test]

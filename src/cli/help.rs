@@ -1,5 +1,7 @@
 //! The help texts: `goclaw --help` and each command's `--help`. Text only.
 
+use crate::client::operator::{REFUSED_ATTEMPTS, REFUSED_WAIT_BUDGET, RETRY_JITTER};
+
 pub fn top() -> String {
     format!(
         "goclaw {} — a small WebSocket gateway between nodes and operators\n\n\
@@ -10,7 +12,9 @@ pub fn top() -> String {
          goclaw watch           print nodes connecting and leaving until interrupted\n  \
          goclaw healthcheck     probe a running gateway's /healthz (exit 0 or 1)\n  \
          goclaw --version       print the version\n  goclaw --help          print this text\n\n\
-         Each command takes --help.\n",
+         Each command takes --help. nodes, invoke and watch exit 0 on success, 1 for an error\n\
+         answer, 2 for bad usage, 3 when no gateway is reachable, 4 when it still refuses the\n\
+         connection for now (rate limited, at capacity, restarting) after bounded retries.\n",
         env!("CARGO_PKG_VERSION")
     )
 }
@@ -50,22 +54,30 @@ pub fn operator(command: &str) -> String {
             "goclaw invoke NODE COMMAND [PARAMS_JSON] [FLAGS]",
             "Runs COMMAND on NODE and prints the result payload: pretty JSON on a terminal, compact\n\
              otherwise. A gateway or node error prints CODE: message on stderr and exits 1; bad usage\n\
-             exits 2; no gateway to talk to exits 3.",
+             exits 2; no gateway to talk to exits 3; still refused for now exits 4 (see below).",
             "  --timeout DUR        how long the node may take (default: 30s, at most 600s)\n  \
              --json               print {\"ok\":true,\"payload\":...} or {\"ok\":false,\"error\":...} on stdout\n",
         ),
         "nodes" => (
             "goclaw nodes [FLAGS]",
             "Lists the connected nodes: id, name, platform, version, commands and how long ago each\n\
-             connected. Exits 1 on a gateway error, 2 on bad usage, 3 if the gateway cannot be reached.",
+             connected. Exits 1 on a gateway error, 2 on bad usage, 3 if the gateway cannot be reached,\n\
+             4 if it still refuses the connection for now (see below).",
             "  --json               print the list as JSON\n",
         ),
         _ => (
             "goclaw watch [FLAGS]",
             "Prints a line each time a node connects or leaves, until interrupted (exit 0) or the\n\
-             gateway goes away (exit 3).",
+             gateway goes away (exit 3); exits 4 if it still refuses the connection for now (see below).",
             "  --json               print each presence event as a JSON line\n",
         ),
     };
-    format!("usage: {usage}\n\n{what}\n\n{CONNECTION_HELP}{extra}")
+    let refused = format!(
+        "When the gateway refuses the connection for now (HTTP 429: this address is over its\n\
+         --rate-limit; 503: at --max-connections or restarting), it is asked again after the Retry-After\n\
+         it gives, plus up to {} ms, at most {REFUSED_ATTEMPTS} attempts and {} s of waiting in all; then exit 4.\n",
+        RETRY_JITTER.as_millis(),
+        REFUSED_WAIT_BUDGET.as_secs()
+    );
+    format!("usage: {usage}\n\n{what}\n\n{CONNECTION_HELP}{extra}\n{refused}")
 }

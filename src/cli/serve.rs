@@ -111,7 +111,9 @@ fn help() -> String {
     let mut text = String::from(
         "usage: goclaw serve [FLAGS]\n\n\
          Every flag also reads the variable GOCLAW_<FLAG> (e.g. --pong-wait: GOCLAW_PONG_WAIT);\n\
-         a flag beats its variable, the variable beats the default. Durations take ms, s or m.\n\n",
+         a flag beats its variable, the variable beats the default. Durations take h, m, s and ms,\n\
+         alone or combined, largest first (250ms, 60s, 2m, 1m30s, 1h). An ADDR of :PORT means\n\
+         every IPv4 interface (0.0.0.0:PORT).\n\n",
     );
     let width = FLAGS.iter().map(|f| f.name.len() + f.value.len() + 1).max().unwrap_or(0);
     for flag in FLAGS {
@@ -215,6 +217,17 @@ mod tests {
     }
 
     #[test]
+    fn a_bare_port_is_every_interface_and_compound_durations_parse() {
+        let env = [("GOCLAW_METRICS_LISTEN", ":18790"), ("GOCLAW_PONG_WAIT", "1m30s")];
+        let config = serve(&["serve", "--listen", ":18789", "--token", "t", "--write-wait", "1m"], &env).unwrap();
+        assert_eq!(config.listen.to_string(), "0.0.0.0:18789");
+        assert_eq!(config.metrics_listen.to_string(), "0.0.0.0:18790");
+        assert_eq!(config.pong_wait, Duration::from_secs(90));
+        assert_eq!(config.ping_period, Duration::from_secs(81));
+        assert_eq!(config.write_wait, Duration::from_secs(60));
+    }
+
+    #[test]
     fn flag_beats_variable_beats_default() {
         let env = [("GOCLAW_PONG_WAIT", "10s"), ("GOCLAW_RATE_BURST", "3")];
         let config = serve(&["serve", "--pong-wait", "20s"], &env).unwrap();
@@ -234,6 +247,8 @@ mod tests {
             (&["serve"], &[("GOCLAW_PONG_WAIT", "x")], "GOCLAW_PONG_WAIT"),
             (&["serve", "--listen"], &[], "--listen"),
             (&["serve", "--listen", "0.0.0.0:1"], &[], "--listen"),
+            (&["serve", "--listen", ":18789"], &[], "--listen"),
+            (&["serve", "--metrics-listen", ":x"], &[], "--metrics-listen"),
             (&["serve", "--token", "a", "--token-file", "/x"], &[], "--token"),
             (&["serve", "--token-file", "/nonexistent/goclaw"], &[], "--token-file"),
             (&["serve", "--ping-period", "70s"], &[], "--ping-period"),

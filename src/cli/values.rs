@@ -3,38 +3,59 @@
 //! variable) it came from; nothing here does I/O except resolving a host
 //! name in an address.
 
-use std::net::{SocketAddr, ToSocketAddrs};
+use std::net::{Ipv4Addr, SocketAddr, ToSocketAddrs};
 use std::time::Duration;
 
 use log::LevelFilter;
 
 use crate::util::ConfigError;
 
-/// Parses a duration with a unit: `250ms`, `60s`, `2m`.
+/// The units of a duration and their length in milliseconds. `ms` comes
+/// before `m`, so that `250ms` is not read as 250 minutes and a stray `s`.
+const DURATION_UNITS: [(&str, u64); 4] = [("h", 3_600_000), ("ms", 1), ("m", 60_000), ("s", 1000)];
+
+/// Parses a duration: whole numbers with units, as Go and Prometheus write
+/// them: `250ms`, `60s`, `2m`, `1h`, `1m30s`, `2h45m`, `1m30s500ms`. Each
+/// unit at most once, largest first (`h`, `m`, `s`, `ms`).
 ///
 /// # Errors
-/// Anything else, including a bare number, is refused with a hint.
+/// Anything else, including a bare number, a fraction and a total past
+/// `u64` milliseconds, is refused with a hint.
 pub fn parse_duration(flag: &str, text: &str) -> Result<Duration, ConfigError> {
     let bad = || {
         ConfigError::new(
             flag,
-            format!("invalid duration {text:?}: expected a whole number with ms, s or m (e.g. 250ms, 60s, 2m)"),
+            format!(
+                "invalid duration {text:?}: expected whole numbers with h, m, s or ms, largest first \
+                 (e.g. 250ms, 60s, 2m, 1m30s, 1h)"
+            ),
         )
     };
-    let split = text.find(|c: char| !c.is_ascii_digit()).ok_or_else(bad)?;
-    let (number, unit) = text.split_at(split);
-    let number: u64 = number.parse().map_err(|_| bad())?;
-    let millis = match unit {
-        "ms" => Some(number),
-        "s" => number.checked_mul(1000),
-        "m" => number.checked_mul(60_000),
-        _ => None,
-    };
-    millis.map(Duration::from_millis).ok_or_else(bad)
+    let mut rest = text;
+    let mut total: u64 = 0;
+    // The length of the previous part's unit: each unit must be smaller.
+    let mut previous_unit: Option<u64> = None;
+    while !rest.is_empty() {
+        let digits = rest.find(|c: char| !c.is_ascii_digit()).ok_or_else(bad)?;
+        let (number, after) = rest.split_at(digits);
+        let number: u64 = number.parse().map_err(|_| bad())?;
+        let &(unit, unit_millis) = DURATION_UNITS.iter().find(|(unit, _)| after.starts_with(unit)).ok_or_else(bad)?;
+        if previous_unit.is_some_and(|previous| unit_millis >= previous) {
+            return Err(bad());
+        }
+        previous_unit = Some(unit_millis);
+        total = number.checked_mul(unit_millis).and_then(|millis| total.checked_add(millis)).ok_or_else(bad)?;
+        rest = &after[unit.len()..];
+    }
+    if previous_unit.is_none() {
+        return Err(bad());
+    }
+    Ok(Duration::from_millis(total))
 }
 
 /// Resolves `host:port` (an IP literal or a name such as `localhost`) to the
-/// first address it names.
+/// first address it names. `:port`, as Go programs write it, means every
+/// IPv4 interface (`0.0.0.0:port`); `[::]:port` is every IPv6 one.
 ///
 /// # Errors
 /// An address that does not parse or resolve.
@@ -43,6 +64,13 @@ pub fn parse_addr(flag: &str, text: &str) -> Result<SocketAddr, ConfigError> {
         return Ok(addr);
     }
     let bad = |why: String| ConfigError::new(flag, format!("invalid address {text:?}: {why}"));
+    if let Some(port) = text.strip_prefix(':') {
+        let port = Some(port)
+            .filter(|p| !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()))
+            .and_then(|p| p.parse::<u16>().ok())
+            .ok_or_else(|| bad("expected a port from 0 to 65535 after ':'".into()))?;
+        return Ok(SocketAddr::from((Ipv4Addr::UNSPECIFIED, port)));
+    }
     let mut addrs = text.to_socket_addrs().map_err(|e| bad(e.to_string()))?;
     addrs.next().ok_or_else(|| bad("resolves to no address".into()))
 }
@@ -112,23 +140,82 @@ mod tests {
 
     #[test]
     fn durations() {
+        const H: u64 = 3_600_000;
         let cases: &[(&str, Option<u64>)] = &[
             ("250ms", Some(250)),
             ("60s", Some(60_000)),
             ("2m", Some(120_000)),
             ("0s", Some(0)),
+            ("10h", Some(10 * H)),
+            // Go-style compounds, largest unit first.
+            ("1h", Some(H)),
+            ("1m30s", Some(90_000)),
+            ("2h45m", Some(2 * H + 45 * 60_000)),
+            ("1m30s500ms", Some(90_500)),
+            ("1h0m0s", Some(H)),
+            ("1h1ms", Some(H + 1)),
+            ("90s", Some(90_000)),
+            ("1000ms", Some(1000)),
+            // Refused: bare numbers, fractions, signs, spaces, other units.
             ("60", None),
+            ("0", None),
+            ("1m30", None),
             ("s", None),
+            ("ms", None),
             ("1.5s", None),
             ("-1s", None),
-            ("10h", None),
+            ("+1s", None),
+            ("1 s", None),
+            (" 1s", None),
+            ("1S", None),
+            ("1d", None),
+            ("1us", None),
             ("", None),
+            // Refused: a unit twice, or out of order.
+            ("1s1s", None),
+            ("30s1m", None),
+            ("1ms1s", None),
+            ("1m1h", None),
+            // Refused: past u64 milliseconds, in one part or in the sum.
             ("99999999999999999999s", None),
+            ("18446744073709551615ms", Some(u64::MAX)),
+            ("18446744073709551615s", None),
+            ("5124095576030h25m", Some(5_124_095_576_030 * H + 25 * 60_000)),
+            ("5124095576031h", None),
+            ("5124095576030h26m", None),
         ];
         for &(text, want) in cases {
             let got = parse_duration("--x", text).ok().map(|d| d.as_millis() as u64);
             assert_eq!(got, want, "{text:?}");
         }
+        let err = parse_duration("--pong-wait", "90").unwrap_err();
+        assert_eq!(err.flag, "--pong-wait");
+        assert!(err.to_string().contains("1m30s"), "{err}");
+    }
+
+    #[test]
+    fn addresses() {
+        let cases: &[(&str, Option<&str>)] = &[
+            ("127.0.0.1:18789", Some("127.0.0.1:18789")),
+            (":18789", Some("0.0.0.0:18789")),
+            (":0", Some("0.0.0.0:0")),
+            ("[::]:18789", Some("[::]:18789")),
+            ("[::1]:1", Some("[::1]:1")),
+            ("0.0.0.0:18790", Some("0.0.0.0:18790")),
+            (":", None),
+            (":65536", None),
+            (":+80", None),
+            (":x", None),
+            (": 80", None),
+            ("127.0.0.1", None),
+        ];
+        for &(text, want) in cases {
+            let got = parse_addr("--listen", text).ok().map(|a| a.to_string());
+            assert_eq!(got.as_deref(), want, "{text:?}");
+        }
+        let err = parse_addr("--metrics-listen", ":port").unwrap_err();
+        assert_eq!(err.flag, "--metrics-listen");
+        assert!(err.to_string().contains("after ':'"), "{err}");
     }
 
     #[test]

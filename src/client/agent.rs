@@ -140,7 +140,7 @@ pub fn backoff(failures: u32) -> Duration {
 }
 
 /// A uniform fraction in [0, 1) from the random bits of a v4 UUID.
-fn random_fraction() -> f64 {
+pub(crate) fn random_fraction() -> f64 {
     let bytes = uuid::Uuid::new_v4().into_bytes();
     let mut bits = [0u8; 8];
     bits[1..].copy_from_slice(&bytes[9..16]); // 56 random bits (byte 8 holds the variant)

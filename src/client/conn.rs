@@ -108,15 +108,19 @@ impl Client {
         );
         net::write_all(&stream, request.as_bytes()).map_err(cannot)?;
         let expected = accept_key::accept_key(&key);
-        let ((status, reason), tail) = http::read_head(&stream, deadline, |head| http::check_response(head, &expected))
-            .map_err(|e| match e {
+        let ((status, reason, retry_after), tail) =
+            http::read_head(&stream, deadline, |head| http::check_response(head, &expected)).map_err(|e| match e {
                 http::HandshakeError::Refused(_) => {
                     ClientError::Connection(format!("{endpoint} did not answer with a valid WebSocket upgrade"))
                 }
                 other => ClientError::Connection(format!("no upgrade from {endpoint}: {other:?}")),
             })?;
         if status != 101 {
-            return Err(ClientError::Connection(format!("{endpoint} refused the upgrade: HTTP {status} {reason}")));
+            let message = format!("{endpoint} refused the upgrade: HTTP {status} {reason}");
+            return Err(match status {
+                429 | 503 => ClientError::RefusedForNow { message, retry_after },
+                _ => ClientError::Connection(message),
+            });
         }
         let config = WebSocketConfig::default()
             .max_message_size(Some(MAX_MESSAGE_BYTES))

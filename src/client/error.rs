@@ -1,8 +1,10 @@
 //! The one error type of the client side, mapped to the exit codes of the
 //! client commands: could not talk to the gateway (3), the gateway closed
-//! the connection, or the gateway answered with an error (1).
+//! the connection, the gateway answered with an error (1), or it refused
+//! the connection for now (4).
 
 use std::fmt;
+use std::time::Duration;
 
 /// Why a client call failed.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -12,6 +14,15 @@ pub enum ClientError {
     Connection(String),
     /// The gateway closed the connection with this code and reason.
     Closed(u16, String),
+    /// The gateway refused the upgrade for now: HTTP 429 (this address is
+    /// over `--rate-limit`) or 503 (at `--max-connections`, or shutting
+    /// down). Not the client's fault; worth retrying after `retry_after`.
+    RefusedForNow {
+        /// What happened, for the user.
+        message: String,
+        /// The answer's `Retry-After`, if it had one.
+        retry_after: Option<Duration>,
+    },
     /// The gateway answered the request with an error.
     Gateway {
         /// The protocol's error code (`NODE_NOT_FOUND`, ...).
@@ -29,6 +40,7 @@ impl fmt::Display for ClientError {
                 write!(f, "the gateway closed the connection ({code})")
             }
             ClientError::Closed(code, reason) => write!(f, "the gateway closed the connection ({code} {reason})"),
+            ClientError::RefusedForNow { message, .. } => write!(f, "{message}"),
             ClientError::Gateway { code, message } => write!(f, "{code}: {message}"),
         }
     }

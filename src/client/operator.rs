@@ -1,12 +1,15 @@
 //! `goclaw nodes`, `goclaw invoke` and `goclaw watch`: the operator side,
 //! for people at a shell and for scripts. Each connects as an operator,
-//! does one thing and leaves with a close handshake.
+//! does one thing and leaves with a close handshake. A gateway that
+//! refuses the connection for now (429, 503) is asked again a bounded
+//! number of times, after the `Retry-After` it gave.
 
 use std::io::{self, Write};
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
+use crate::client::agent::random_fraction;
 use crate::client::conn::{CONNECT_TIMEOUT, Client, Identity};
 use crate::client::endpoint::Endpoint;
 use crate::client::error::ClientError;
@@ -19,6 +22,21 @@ pub const EXIT_GATEWAY_ERROR: u8 = 1;
 pub const EXIT_USAGE: u8 = 2;
 /// Exit status when the gateway cannot be reached or the connection breaks.
 pub const EXIT_CONNECTION: u8 = 3;
+/// Exit status when the gateway still refuses the connection for now (rate
+/// limited, at capacity, restarting) after [`REFUSED_ATTEMPTS`].
+pub const EXIT_REFUSED: u8 = 4;
+
+/// Connection attempts, the first included, while the gateway answers 429
+/// or 503: a script's loop of `goclaw invoke` rides out `--rate-limit`.
+pub const REFUSED_ATTEMPTS: u32 = 5;
+/// The most time spent waiting between those attempts, in all. A
+/// `Retry-After` that does not fit in what is left is not waited for.
+pub const REFUSED_WAIT_BUDGET: Duration = Duration::from_secs(30);
+/// The wait when a refusal carries no `Retry-After`.
+const DEFAULT_RETRY_AFTER: Duration = Duration::from_secs(1);
+/// At most this much is added to each wait, at random, so that scripts
+/// refused together do not come back together.
+pub const RETRY_JITTER: Duration = Duration::from_millis(250);
 
 /// Most `node.list` pages `goclaw nodes` follows.
 const MAX_PAGES: usize = 1000;
@@ -40,7 +58,11 @@ pub struct Target {
 }
 
 impl Target {
-    fn connect(&self) -> Result<Client, ClientError> {
+    /// Connects as an operator. While the gateway refuses for now, waits
+    /// what its `Retry-After` says (plus jitter) and tries again, up to
+    /// [`REFUSED_ATTEMPTS`] attempts and [`REFUSED_WAIT_BUDGET`] of waiting;
+    /// `stop` ends a wait early.
+    fn connect(&self, stop: &Stop) -> Result<Client, ClientError> {
         let identity = Identity {
             role: "operator",
             id: format!("goclaw-cli-{}", std::process::id()),
@@ -48,7 +70,30 @@ impl Target {
             commands: Vec::new(),
             token: self.token.clone(),
         };
-        Client::connect(&self.endpoint, &identity, CONNECT_TIMEOUT).map(|(client, _hello)| client)
+        let (mut attempt, mut waited) = (1, Duration::ZERO);
+        loop {
+            let (message, retry_after) = match Client::connect(&self.endpoint, &identity, CONNECT_TIMEOUT) {
+                Ok((client, _hello)) => return Ok(client),
+                Err(ClientError::RefusedForNow { message, retry_after }) => (message, retry_after),
+                Err(e) => return Err(e),
+            };
+            let asked = retry_after.unwrap_or(DEFAULT_RETRY_AFTER);
+            // Saturating: the gateway's number may be as large as u64 seconds.
+            let wait = asked.saturating_add(RETRY_JITTER.mul_f64(random_fraction()));
+            let why = if attempt >= REFUSED_ATTEMPTS {
+                format!("still refused after {attempt} attempts")
+            } else if waited.saturating_add(wait) > REFUSED_WAIT_BUDGET {
+                let budget = REFUSED_WAIT_BUDGET.as_secs();
+                format!("it asks to retry after {} s, longer than goclaw waits ({budget} s)", asked.as_secs())
+            } else if stop.sleep(wait) {
+                "interrupted".to_string()
+            } else {
+                waited += wait;
+                attempt += 1;
+                continue;
+            };
+            return Err(ClientError::RefusedForNow { message: format!("{message} ({why})"), retry_after });
+        }
     }
 }
 
@@ -57,7 +102,7 @@ impl Target {
 /// # Errors
 /// The gateway's error answer, or a connection problem.
 pub fn nodes(target: &Target, as_json: bool, out: &mut impl Write) -> Result<(), ClientError> {
-    let mut client = target.connect()?;
+    let mut client = target.connect(&Stop::default())?;
     let nodes = list_all(&mut client);
     client.close();
     let nodes = nodes?;
@@ -148,7 +193,7 @@ pub fn invoke(
     params: Value,
     timeout: Duration,
 ) -> Result<Value, ClientError> {
-    let mut client = target.connect()?;
+    let mut client = target.connect(&Stop::default())?;
     let params = json!({
         "nodeId": node, "command": command, "params": params,
         "timeoutMs": timeout.as_millis() as u64, "idempotencyKey": uuid::Uuid::new_v4().to_string(),
@@ -174,7 +219,11 @@ fn unwrap_invoke(answer: Value) -> Result<Value, ClientError> {
 /// # Errors
 /// A connection problem, the gateway closing the connection included.
 pub fn watch(target: &Target, as_json: bool, stop: &Stop, out: &mut impl Write) -> Result<(), ClientError> {
-    let mut client = target.connect()?;
+    let mut client = match target.connect(stop) {
+        // Interrupted while waiting to be let in: the same as after.
+        Err(ClientError::RefusedForNow { .. }) if stop.is_set() => return Ok(()),
+        connected => connected?,
+    };
     let write_failed = |e: io::Error| ClientError::Connection(format!("cannot write the output: {e}"));
     loop {
         if stop.is_set() {
@@ -206,6 +255,84 @@ pub fn watch(target: &Target, as_json: bool, stop: &Stop, out: &mut impl Write) 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::io::Read;
+    use std::net::TcpListener;
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::thread;
+
+    /// A fake gateway that answers every upgrade with `answer`; returns its
+    /// target and the count of upgrade requests it has seen.
+    fn refusing(answer: &'static str) -> (Target, Arc<AtomicUsize>) {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let url = format!("ws://{}/ws", listener.local_addr().unwrap());
+        let seen = Arc::new(AtomicUsize::new(0));
+        let counter = seen.clone();
+        thread::spawn(move || {
+            for stream in listener.incoming() {
+                let Ok(mut stream) = stream else { return };
+                let mut head = Vec::new();
+                let mut byte = [0u8; 1];
+                while !head.ends_with(b"\r\n\r\n") && stream.read(&mut byte).is_ok_and(|n| n == 1) {
+                    head.push(byte[0]);
+                }
+                counter.fetch_add(1, Ordering::SeqCst);
+                let _ = stream.write_all(answer.as_bytes());
+            }
+        });
+        (Target { endpoint: Endpoint::parse(&url).unwrap(), token: None }, seen)
+    }
+
+    #[test]
+    fn a_refusal_for_now_is_retried_a_bounded_number_of_times() {
+        let (target, seen) =
+            refusing("HTTP/1.1 503 Service Unavailable\r\nRetry-After: 0\r\nContent-Length: 0\r\n\r\n");
+        let started = Instant::now();
+        let Err(ClientError::RefusedForNow { message, retry_after }) = target.connect(&Stop::default()) else {
+            panic!("not refused")
+        };
+        assert_eq!(seen.load(Ordering::SeqCst), REFUSED_ATTEMPTS as usize);
+        assert_eq!(retry_after, Some(Duration::ZERO));
+        assert!(message.contains("HTTP 503") && message.contains("after 5 attempts"), "{message}");
+        // Four waits of Retry-After (0) plus jitter each.
+        assert!(started.elapsed() < RETRY_JITTER * 4 + Duration::from_secs(2), "{:?}", started.elapsed());
+    }
+
+    #[test]
+    fn a_retry_after_past_the_budget_is_not_waited_for() {
+        let answers = [
+            ("HTTP/1.1 429 Too Many Requests\r\nRetry-After: 1000\r\n\r\n", "HTTP 429", "1000"),
+            (
+                "HTTP/1.1 503 Service Unavailable\r\nRetry-After: 18446744073709551615\r\n\r\n",
+                "HTTP 503",
+                "18446744073709551615",
+            ),
+        ];
+        for (answer, status, seconds) in answers {
+            let (target, seen) = refusing(answer);
+            let started = Instant::now();
+            let Err(ClientError::RefusedForNow { message, .. }) = target.connect(&Stop::default()) else {
+                panic!("not refused")
+            };
+            assert_eq!(seen.load(Ordering::SeqCst), 1);
+            assert!(message.contains(status) && message.contains(&format!("retry after {seconds} s")), "{message}");
+            assert!(started.elapsed() < Duration::from_secs(2), "{:?}", started.elapsed());
+        }
+    }
+
+    #[test]
+    fn other_refusals_are_not_retried_and_a_stop_ends_the_wait() {
+        let (target, seen) = refusing("HTTP/1.1 404 Not Found\r\n\r\n");
+        assert!(matches!(target.connect(&Stop::default()), Err(ClientError::Connection(_))));
+        assert_eq!(seen.load(Ordering::SeqCst), 1);
+
+        let (target, seen) = refusing("HTTP/1.1 503 Service Unavailable\r\nRetry-After: 20\r\n\r\n");
+        let stop = Stop::default();
+        stop.set();
+        let Err(ClientError::RefusedForNow { message, .. }) = target.connect(&stop) else { panic!("not refused") };
+        assert!(message.contains("interrupted"), "{message}");
+        assert_eq!(seen.load(Ordering::SeqCst), 1);
+    }
 
     #[test]
     fn durations_read_like_a_person_wrote_them() {

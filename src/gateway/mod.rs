@@ -37,6 +37,7 @@ use crate::gateway::config::Config;
 use crate::gateway::send::Answer;
 use crate::gateway::state::Shared;
 use crate::ops::health::{HealthView, StatusServer};
+use crate::ops::logging;
 use crate::ops::metrics::Metrics;
 use crate::util::ConfigError;
 use crate::wire::frame::ErrorCode;
@@ -142,7 +143,8 @@ impl Gateway {
                 .spawn(move || accept::accept_loop(&accept, &listener))
                 .map_err(StartError::Thread)?,
         );
-        info!(addr:% = local_addr, metrics_addr:% = status_addr, version = env!("CARGO_PKG_VERSION"); "listening");
+        info!(addr:% = local_addr, metrics_addr:% = status_addr, log_file:% = logging::file_or_none(),
+            version = env!("CARGO_PKG_VERSION"); "listening");
         shared.notifier.notify(&format!("READY=1\nSTATUS=listening on {local_addr}, 0 connections"));
         Ok(gateway)
     }

@@ -74,6 +74,7 @@ impl Shared {
     /// Shared state for a gateway listening on `local_addr`.
     pub fn new(config: Config, local_addr: SocketAddr) -> Shared {
         let metrics = Arc::new(Metrics::new());
+        metrics.set_max_connections(config.max_connections);
         let max = config.max_message_bytes;
         Shared {
             limiter: IpLimiter::new(Rate::new(config.rate_limit_per_sec, config.rate_burst)),

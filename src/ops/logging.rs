@@ -9,9 +9,9 @@ use std::fs::{self, OpenOptions};
 use std::io::{self, IsTerminal, Write};
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::mpsc::{Receiver, SyncSender, TrySendError, sync_channel};
+use std::sync::{Arc, OnceLock};
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant, SystemTime};
 
@@ -19,7 +19,7 @@ use file_rotate::compression::Compression;
 use file_rotate::suffix::AppendCount;
 use file_rotate::{ContentLimit, FileRotate};
 use log::kv::{self, Key, Value, VisitSource};
-use log::{LevelFilter, Log, Metadata, Record, SetLoggerError};
+use log::{Level, LevelFilter, Log, Metadata, Record, SetLoggerError};
 use simplelog::{ColorChoice, ConfigBuilder, TermLogger, TerminalMode};
 
 use crate::wire::frame::push_json_str;
@@ -35,6 +35,10 @@ const BATCH_PAUSE: Duration = Duration::from_millis(20);
 const BATCH_BYTES: usize = 64 * 1024;
 /// How often the writer checks for backups past their age.
 const PRUNE_EVERY: Duration = Duration::from_secs(3600);
+
+/// The JSON log file of the installed logger, set once by [`init`] when the
+/// file is open; the logger itself is process-wide, so is its path.
+static FILE_PATH: OnceLock<PathBuf> = OnceLock::new();
 
 /// Rotation limits of the log file.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -79,7 +83,8 @@ impl Logs {
 /// # Errors
 /// A logger was already installed.
 pub fn init(level: LevelFilter, state_dir: Option<&Path>, limits: LogLimits) -> Result<Logs, SetLoggerError> {
-    let console = console(level);
+    let journald = under_journald();
+    let console = console(level, journald);
     let mut problem = None;
     let file = match state_dir.map(|dir| dir.join("logs")) {
         Some(dir) => match JsonLog::open(&dir, limits) {
@@ -93,7 +98,10 @@ pub fn init(level: LevelFilter, state_dir: Option<&Path>, limits: LogLimits) -> 
     };
     let mut logs = Logs { writer: None };
     let mut sink = None;
+    let mut file_path = None;
     if let Some(json) = file {
+        // Absolute in the startup line, whatever --state-dir said.
+        let path = fs::canonicalize(&json.path).unwrap_or_else(|_| json.path.clone());
         let (queue, lines) = sync_channel(QUEUE_LINES);
         let dropped = Arc::new(AtomicU64::new(0));
         let writer_dropped = dropped.clone();
@@ -102,20 +110,37 @@ pub fn init(level: LevelFilter, state_dir: Option<&Path>, limits: LogLimits) -> 
             Ok(writer) => {
                 sink = Some(FileSink { queue: queue.clone(), dropped });
                 logs.writer = Some((queue, writer));
+                file_path = Some(path);
             }
             Err(e) => problem = Some(format!("cannot start the log writer: {e}; logging to the console only")),
         }
     }
-    log::set_boxed_logger(Box::new(Logger { console, file: sink }))?;
+    log::set_boxed_logger(Box::new(Logger { console, journald, file: sink }))?;
     log::set_max_level(level);
+    if let Some(path) = file_path {
+        let _ = FILE_PATH.set(path);
+    }
     if let Some(problem) = problem {
         log::warn!(target: "goclaw::logging", "{problem}");
     }
     Ok(logs)
 }
 
-fn console(level: LevelFilter) -> Box<TermLogger> {
-    let journald = std::env::var_os("JOURNAL_STREAM").is_some();
+/// Whether stderr goes to journald: systemd sets `JOURNAL_STREAM` for a
+/// service whose output it collects. Then console lines carry no timestamp
+/// (journald adds its own) and start with their syslog priority.
+pub fn under_journald() -> bool {
+    std::env::var_os("JOURNAL_STREAM").is_some()
+}
+
+/// Where the installed logger writes the JSON log file, for the startup
+/// line: its path, or `none` (no state directory, or one that could not be
+/// written).
+pub fn file_or_none() -> String {
+    FILE_PATH.get().map_or_else(|| "none".to_string(), |path| path.display().to_string())
+}
+
+fn console(level: LevelFilter, journald: bool) -> Box<TermLogger> {
     let mut config = ConfigBuilder::new();
     config
         .set_target_level(LevelFilter::Off)
@@ -124,8 +149,9 @@ fn console(level: LevelFilter) -> Box<TermLogger> {
         // Our own lines only: dependencies log at debug about every frame.
         .add_filter_allow_str("goclaw");
     if journald {
-        // journald stamps every line itself.
-        config.set_time_level(LevelFilter::Off);
+        // journald stamps every line itself; the level comes first, after
+        // the priority prefix, from `Logger::log`.
+        config.set_time_level(LevelFilter::Off).set_max_level(LevelFilter::Off);
     } else {
         config.set_time_format_rfc3339();
     }
@@ -136,6 +162,8 @@ fn console(level: LevelFilter) -> Box<TermLogger> {
 /// The global logger: console now, file through the writer's queue.
 struct Logger {
     console: Box<TermLogger>,
+    /// Under journald: each console line starts with its priority.
+    journald: bool,
     file: Option<FileSink>,
 }
 
@@ -164,13 +192,14 @@ impl Log for Logger {
         }
         let mut fields = ConsoleFields(String::new());
         let _ = record.key_values().visit(&mut fields);
-        if fields.0.is_empty() {
+        let prefix = if self.journald { journald_prefix(record.level()) } else { "" };
+        if fields.0.is_empty() && prefix.is_empty() {
             return self.console.log(record);
         }
         self.console.log(
             &Record::builder()
                 .metadata(record.metadata().clone())
-                .args(format_args!("{}{}", record.args(), fields.0))
+                .args(format_args!("{prefix}{}{}", record.args(), fields.0))
                 .module_path(record.module_path())
                 .file(record.file())
                 .line(record.line())
@@ -180,6 +209,19 @@ impl Log for Logger {
 
     fn flush(&self) {
         self.console.flush();
+    }
+}
+
+/// The start of a console line under journald: its syslog priority as
+/// sd-daemon(3) writes it (journald strips it and files the line under that
+/// priority, so `journalctl -p warning` finds warnings), then the level.
+fn journald_prefix(level: Level) -> &'static str {
+    match level {
+        Level::Error => "<3>[ERROR] ",
+        Level::Warn => "<4>[WARN] ",
+        Level::Info => "<6>[INFO] ",
+        Level::Debug => "<7>[DEBUG] ",
+        Level::Trace => "<7>[TRACE] ",
     }
 }
 
@@ -422,7 +464,20 @@ impl JsonLog {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use log::Level;
+
+    #[test]
+    fn journald_priorities_follow_sd_daemon() {
+        let cases = [
+            (Level::Error, "<3>[ERROR] "),
+            (Level::Warn, "<4>[WARN] "),
+            (Level::Info, "<6>[INFO] "),
+            (Level::Debug, "<7>[DEBUG] "),
+            (Level::Trace, "<7>[TRACE] "),
+        ];
+        for (level, prefix) in cases {
+            assert_eq!(journald_prefix(level), prefix);
+        }
+    }
 
     #[test]
     fn json_lines_carry_fields_as_keys() {

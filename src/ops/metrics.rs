@@ -193,6 +193,7 @@ pub struct Metrics {
     errors: [IntCounter; ErrorType::ALL.len()],
     connected_clients: IntGauge,
     nodes_connected: IntGauge,
+    max_connections: IntGauge,
     invokes: [Histogram; InvokeOutcome::ALL.len()],
 }
 
@@ -234,6 +235,12 @@ impl Metrics {
         let nodes_connected =
             IntGauge::new("goclaw_nodes_connected", "Nodes currently connected.").expect(STATIC_METRIC);
         register(Box::new(nodes_connected.clone()));
+        let max_connections = IntGauge::new(
+            "goclaw_max_connections",
+            "The --max-connections cap: concurrent connections admitted, one thread each.",
+        )
+        .expect(STATIC_METRIC);
+        register(Box::new(max_connections.clone()));
 
         let invoke_vec = prometheus::HistogramVec::new(
             HistogramOpts::new("goclaw_invoke_duration_seconds", "node.invoke duration by outcome.")
@@ -251,7 +258,7 @@ impl Metrics {
         register(Box::new(build_info));
         register(Box::new(ProcessCollector::new()));
 
-        Metrics { registry, messages, errors, connected_clients, nodes_connected, invokes }
+        Metrics { registry, messages, errors, connected_clients, nodes_connected, max_connections, invokes }
     }
 
     /// Counts one message.
@@ -294,6 +301,11 @@ impl Metrics {
     /// Moves the connected-nodes gauge by `delta`.
     pub(crate) fn add_nodes(&self, delta: i64) {
         self.nodes_connected.add(delta);
+    }
+
+    /// Sets the connection cap gauge, once at start (alerts divide by it).
+    pub fn set_max_connections(&self, max: usize) {
+        self.max_connections.set(i64::try_from(max).unwrap_or(i64::MAX));
     }
 
     /// Messages counted so far in one series.

@@ -290,8 +290,9 @@ fn is_websocket_key(key: &str) -> bool {
         && bytes[..22].iter().all(|&b| b.is_ascii_alphanumeric() || b == b'+' || b == b'/')
 }
 
-/// An HTTP status code and its reason phrase.
-type Status = (u16, String);
+/// An HTTP status code, its reason phrase and its `Retry-After` (delta
+/// seconds; an HTTP date is ignored).
+type Status = (u16, String, Option<Duration>);
 
 /// Decides on the server's answer head: `Ok(None)` while incomplete; the
 /// status and the head's length once complete (a 101 must accept our key).
@@ -304,16 +305,19 @@ pub fn check_response(head: &[u8], expected_accept: &str) -> Result<Option<(Stat
         Err(_) => return Err(Refusal::BadRequest("malformed response")),
     };
     let status = response.code.unwrap_or(0);
+    let header =
+        |name: &str| response.headers.iter().find(|h| h.name.eq_ignore_ascii_case(name)).map(|h| h.value.trim_ascii());
     if status == 101 {
-        let header = |name: &str| {
-            response.headers.iter().find(|h| h.name.eq_ignore_ascii_case(name)).map(|h| h.value.trim_ascii())
-        };
         let upgrade = header("upgrade").is_some_and(|v| v.eq_ignore_ascii_case(b"websocket"));
         if !upgrade || header("sec-websocket-accept") != Some(expected_accept.as_bytes()) {
             return Err(Refusal::BadRequest("not a WebSocket upgrade"));
         }
     }
-    Ok(Some(((status, response.reason.unwrap_or_default().to_string()), len)))
+    let retry_after = header("retry-after")
+        .filter(|v| !v.is_empty() && v.iter().all(u8::is_ascii_digit))
+        .and_then(|v| std::str::from_utf8(v).ok()?.parse().ok())
+        .map(Duration::from_secs);
+    Ok(Some(((status, response.reason.unwrap_or_default().to_string(), retry_after), len)))
 }
 
 #[cfg(test)]
@@ -408,10 +412,41 @@ mod tests {
         let ok = format!(
             "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: {accept}\r\n\r\n"
         );
-        assert_eq!(check_response(ok.as_bytes(), &accept), Ok(Some(((101, "Switching Protocols".into()), ok.len()))));
+        assert_eq!(
+            check_response(ok.as_bytes(), &accept),
+            Ok(Some(((101, "Switching Protocols".into(), None), ok.len())))
+        );
         assert_eq!(check_response(&ok.as_bytes()[..20], &accept), Ok(None));
         assert!(check_response(ok.as_bytes(), "wrong").is_err());
         let busy = b"HTTP/1.1 503 Service Unavailable\r\nConnection: close\r\n\r\n";
-        assert_eq!(check_response(busy, &accept), Ok(Some(((503, "Service Unavailable".into()), busy.len()))));
+        assert_eq!(check_response(busy, &accept), Ok(Some(((503, "Service Unavailable".into(), None), busy.len()))));
+    }
+
+    #[test]
+    fn retry_after_is_read_from_refusals() {
+        let cases: &[(&str, Option<u64>)] = &[
+            ("Retry-After: 1", Some(1)),
+            ("retry-after:  1000 ", Some(1000)),
+            ("Retry-After: 0", Some(0)),
+            ("Retry-After: Wed, 21 Oct 2026 07:28:00 GMT", None),
+            ("Retry-After: -1", None),
+            ("Retry-After: 1.5", None),
+            ("Retry-After: +3", None),
+            ("Retry-After:", None),
+            ("Retry-After: 18446744073709551615", Some(u64::MAX)),
+            ("Retry-After: 99999999999999999999999", None),
+            ("X-Other: 1", None),
+        ];
+        for &(header, want) in cases {
+            let head = format!("HTTP/1.1 429 Too Many Requests\r\n{header}\r\n\r\n");
+            let Ok(Some(((status, _, retry_after), _))) = check_response(head.as_bytes(), "") else { panic!("{head}") };
+            assert_eq!((status, retry_after), (429, want.map(Duration::from_secs)), "{header}");
+        }
+        // What the gateway itself sends.
+        for refusal in [Refusal::RateLimited(Duration::from_millis(1500)), Refusal::AtCapacity, Refusal::ShuttingDown] {
+            let text = refusal.response();
+            let Ok(Some(((_, _, retry_after), _))) = check_response(text.as_bytes(), "") else { panic!("{text}") };
+            assert!(retry_after.is_some_and(|wait| wait >= Duration::from_secs(1)), "{text}");
+        }
     }
 }

@@ -3,7 +3,7 @@
 implementation independent of goclaw's) doing what the README walkthrough
 shows: connect, list nodes, invoke a command, get the answer.
 
-    pip install websockets
+    sudo apt install python3-websockets    # Debian 12, Raspberry Pi OS; else pip in a venv
     python3 tests/interop/walkthrough.py --url ws://127.0.0.1:18789/ws --token change-me
 
 With --spawn PATH it starts that goclaw binary itself on a free port, runs the
