@@ -22,6 +22,8 @@ mod format;
 mod state;
 
 #[cfg(test)]
+mod crash_test;
+#[cfg(test)]
 mod tests;
 
 use std::fmt;
