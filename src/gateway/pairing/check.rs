@@ -4,11 +4,10 @@
 //! Pure functions; never a panic.
 
 use crate::wire::frame::MAX_ID_BYTES;
-use crate::wire::params::{MAX_COMMAND_BYTES, MAX_COMMANDS, MAX_LABEL_BYTES};
 
 use super::crypto::{is_hex64, key_matches_id};
 use super::state::DeviceInfo;
-use super::{MAX_SCOPE_BYTES, MAX_SCOPES, StoreError};
+use super::{MAX_LABEL_BYTES, MAX_NAME_BYTES, MAX_NAMES, MAX_SCOPE_BYTES, MAX_SCOPES, StoreError};
 
 /// Checks what the store keeps about a device: the id is 64 lowercase hex,
 /// the key its canonical base64url and bound to it, the labels bounded.
@@ -24,7 +23,8 @@ pub(super) fn device(device: &DeviceInfo) -> Result<(), StoreError> {
         ("platform", &device.platform, MAX_LABEL_BYTES),
         ("version", &device.version, MAX_LABEL_BYTES),
         ("clientId", &device.client_id, MAX_ID_BYTES),
-        ("clientMode", &device.client_mode, MAX_ID_BYTES),
+        ("clientMode", &device.client_mode, MAX_LABEL_BYTES),
+        ("deviceFamily", &device.device_family, MAX_LABEL_BYTES),
     ] {
         text(field, value, max, true)?;
     }
@@ -40,10 +40,10 @@ pub(super) fn scopes(mut scopes: Vec<String>) -> Result<Vec<String>, StoreError>
     Ok(scopes)
 }
 
-/// Checks a node's declared `caps` or `commands`: the bounds of
-/// `wire::params` (at most [`MAX_COMMANDS`] names of [`MAX_COMMAND_BYTES`]).
+/// Checks a node's declared `caps` or `commands`: at most [`MAX_NAMES`]
+/// names of at most [`MAX_NAME_BYTES`].
 pub(super) fn names(field: &'static str, names: &[String]) -> Result<(), StoreError> {
-    list(field, names, MAX_COMMANDS, MAX_COMMAND_BYTES)
+    list(field, names, MAX_NAMES, MAX_NAME_BYTES)
 }
 
 /// Whether `id` is a request id as the store makes them: a UUID in its
@@ -110,7 +110,8 @@ mod tests {
             ("longest name", |d| d.display_name = "n".repeat(MAX_LABEL_BYTES), None),
             ("newline", |d| d.platform = "linux\nx".into(), Some("platform")),
             ("long client id", |d| d.client_id = "c".repeat(MAX_ID_BYTES + 1), Some("clientId")),
-            ("long mode", |d| d.client_mode = "m".repeat(MAX_ID_BYTES + 1), Some("clientMode")),
+            ("long mode", |d| d.client_mode = "m".repeat(MAX_LABEL_BYTES + 1), Some("clientMode")),
+            ("long family", |d| d.device_family = "f".repeat(MAX_LABEL_BYTES + 1), Some("deviceFamily")),
             ("long version", |d| d.version = "v".repeat(MAX_LABEL_BYTES + 1), Some("version")),
         ];
         for (name, edit, want) in cases {
@@ -129,10 +130,10 @@ mod tests {
         for bad in [many, s(&[""]), vec!["x".repeat(MAX_SCOPE_BYTES + 1)], s(&["a\u{7}"])] {
             assert!(scopes(bad.clone()).is_err(), "{bad:?}");
         }
-        let commands: Vec<String> = (0..=MAX_COMMANDS).map(|i| format!("c{i}")).collect();
-        assert!(names("commands", &commands[..MAX_COMMANDS]).is_ok());
+        let commands: Vec<String> = (0..=MAX_NAMES).map(|i| format!("c{i}")).collect();
+        assert!(names("commands", &commands[..MAX_NAMES]).is_ok());
         assert_eq!(field_of(names("commands", &commands)), Some("commands"));
-        assert_eq!(field_of(names("caps", &["x".repeat(MAX_COMMAND_BYTES + 1)])), Some("caps"));
+        assert_eq!(field_of(names("caps", &["x".repeat(MAX_NAME_BYTES + 1)])), Some("caps"));
     }
 
     #[test]

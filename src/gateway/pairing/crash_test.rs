@@ -51,6 +51,7 @@ fn crash_child() {
             version: "1".into(),
             client_id: "node-host".into(),
             client_mode: "node".into(),
+            device_family: String::new(),
         };
         let now = crate::util::unix_ms();
         let new = NewRequest {

@@ -59,6 +59,7 @@ struct DiskInfo {
     version: String,
     client_id: String,
     client_mode: String,
+    device_family: String,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -214,6 +215,7 @@ fn device_info(disk: DiskInfo) -> Result<DeviceInfo, StoreError> {
         version: disk.version,
         client_id: disk.client_id,
         client_mode: disk.client_mode,
+        device_family: disk.device_family,
     };
     check::device(&device)?;
     Ok(device)
@@ -228,6 +230,7 @@ fn disk_info(d: &DeviceInfo) -> DiskInfo {
         version: d.version.clone(),
         client_id: d.client_id.clone(),
         client_mode: d.client_mode.clone(),
+        device_family: d.device_family.clone(),
     }
 }
 

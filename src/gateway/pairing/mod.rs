@@ -49,10 +49,21 @@ pub const MAX_PENDING: usize = 64;
 pub const MAX_PENDING_PER_SOURCE: usize = 4;
 /// How long a pending request waits for an operator: 10 minutes.
 pub const PENDING_TTL_MS: u64 = 10 * 60 * 1000;
+// The store's own bounds are at least those `connect` validation applies
+// (wire), so whatever a client may send, the store can keep; they are its
+// own because they also bound a file that may have been edited by hand.
+
 /// Most operator scopes per device or request.
 pub const MAX_SCOPES: usize = 32;
 /// Longest operator scope, in bytes.
 pub const MAX_SCOPE_BYTES: usize = 64;
+/// Longest label kept (`displayName`, `platform`, `version`, `clientMode`,
+/// `deviceFamily`), in bytes; `clientId` has `wire::frame::MAX_ID_BYTES`.
+pub const MAX_LABEL_BYTES: usize = 256;
+/// Most caps, or commands, a pending node request keeps.
+pub const MAX_NAMES: usize = 256;
+/// Longest cap or command name kept, in bytes.
+pub const MAX_NAME_BYTES: usize = 128;
 /// Largest `pairing.json` read at open or written, in bytes (8 MiB): 4,096
 /// ordinary devices take about 2 MiB.
 pub const MAX_FILE_BYTES: usize = 8 << 20;

@@ -31,6 +31,8 @@ pub struct DeviceInfo {
     pub client_id: String,
     /// `client.mode`, e.g. `node`, `cli`.
     pub client_mode: String,
+    /// `client.deviceFamily` (v4 lists show it), often empty.
+    pub device_family: String,
 }
 
 /// A device approved for one or both roles.

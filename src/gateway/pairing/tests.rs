@@ -19,6 +19,7 @@ pub(super) fn sample_device(seed: u8) -> DeviceInfo {
         version: "1.0".into(),
         client_id: "node-host".into(),
         client_mode: "node".into(),
+        device_family: String::new(),
     }
 }
 
@@ -279,7 +280,7 @@ fn devices_are_bounded() {
 fn the_file_never_grows_past_its_bound() {
     let mut state = State::default();
     let mut d = sample_device(0);
-    d.display_name = "\"".repeat(crate::wire::params::MAX_LABEL_BYTES);
+    d.display_name = "\"".repeat(MAX_LABEL_BYTES);
     for n in 0..MAX_PAIRED_DEVICES - 1 {
         d.device_id = format!("{n:064x}");
         let scopes = (0..MAX_SCOPES).map(|i| format!("{i:0>64}")).collect();
