@@ -84,7 +84,7 @@ fn crash_keeps_every_printed_approval() {
         }
         let mut child = Command::new(&exe)
             .args(["--exact", CHILD_TEST, "--ignored", "--nocapture", "--test-threads=1", "-q"])
-            .env(STORE_VAR, &path)
+            .env(STORE_VAR, path.as_os_str())
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
             .spawn()

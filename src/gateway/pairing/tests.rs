@@ -5,7 +5,7 @@
 use std::fs;
 use std::net::IpAddr;
 use std::os::unix::fs::PermissionsExt;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use super::*;
 
@@ -23,11 +23,42 @@ pub(super) fn sample_device(seed: u8) -> DeviceInfo {
     }
 }
 
-/// A fresh directory for one test; the store's file inside it.
-pub(super) fn scratch(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("goclaw-pairing-{name}-{}", std::process::id()));
-    let _ = fs::remove_dir_all(&dir);
-    dir.join("state").join("pairing.json")
+/// The store's file in a fresh directory of its own, removed on drop.
+pub(super) struct Scratch {
+    root: PathBuf,
+    path: PathBuf,
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let _ = fs::remove_dir_all(&self.root);
+    }
+}
+
+impl std::ops::Deref for Scratch {
+    type Target = PathBuf;
+    fn deref(&self) -> &PathBuf {
+        &self.path
+    }
+}
+
+impl AsRef<Path> for Scratch {
+    fn as_ref(&self) -> &Path {
+        &self.path
+    }
+}
+
+impl From<&Scratch> for PathBuf {
+    fn from(scratch: &Scratch) -> PathBuf {
+        scratch.path.clone()
+    }
+}
+
+pub(super) fn scratch(name: &str) -> Scratch {
+    let root = std::env::temp_dir().join(format!("goclaw-pairing-{name}-{}", std::process::id()));
+    let _ = fs::remove_dir_all(&root);
+    let path = root.join("state").join("pairing.json");
+    Scratch { root, path }
 }
 
 fn ask(seed: u8, role: Role, ip: &str) -> NewRequest {
@@ -98,7 +129,8 @@ fn request_then_approve_then_reopen() {
 
 #[test]
 fn reject_and_removals() {
-    let store = Store::open(scratch("remove")).unwrap();
+    let dir = scratch("remove");
+    let store = Store::open(&dir).unwrap();
     let id = |seed| sample_device(seed).device_id;
     let r = store.request(ask(1, Role::Node, "10.0.0.1"), T0).unwrap().request;
     assert_eq!(store.reject(&r.request_id, T0 + 1).unwrap(), r);
@@ -170,7 +202,8 @@ fn device_tokens_are_stored_as_hashes_and_replaced() {
 
 #[test]
 fn pending_requests_are_bounded_per_source_and_in_all() {
-    let store = Store::open(scratch("bounds")).unwrap();
+    let dir = scratch("bounds");
+    let store = Store::open(&dir).unwrap();
     let per_source = |r| matches!(r, Err(StoreError::TooManyPending { per_source: true, limit: 4 }));
     // (seed, source, accepted): an IPv6 /64 is one source; a mapped IPv4 is its IPv4.
     let cases: &[(u8, &str, bool)] = &[
@@ -247,7 +280,8 @@ fn a_failed_write_changes_nothing() {
 
 #[test]
 fn readers_never_wait_for_the_writer() {
-    let store = Store::open(scratch("readers")).unwrap();
+    let dir = scratch("readers");
+    let store = Store::open(&dir).unwrap();
     let _writing = store.writer.lock();
     assert_eq!(store.snapshot().counts(T0).paired, 0);
 }
@@ -270,7 +304,8 @@ fn devices_are_bounded() {
             },
         );
     }
-    let store = Store { path: scratch("devices"), view: Mutex::new(Arc::new(state)), writer: Mutex::new(()) };
+    let dir = scratch("devices");
+    let store = Store { path: dir.to_path_buf(), view: Mutex::new(Arc::new(state)), writer: Mutex::new(()) };
     let err = store.approve_local(sample_device(1), Role::Node, vec![], T0).unwrap_err();
     assert!(matches!(err, StoreError::TooManyDevices { limit: MAX_PAIRED_DEVICES }), "{err}");
     assert!(!store.path().exists());
