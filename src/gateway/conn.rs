@@ -163,7 +163,8 @@ mod tests {
     #[test]
     fn a_panicking_thread_cleans_up() {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-        let shared = Arc::new(Shared::new(Config::default(), listener.local_addr().unwrap()));
+        let store = crate::gateway::pairing::Store::in_memory();
+        let shared = Arc::new(Shared::new(Config::default(), listener.local_addr().unwrap(), store));
         let socket = |shared: &Shared| {
             let stream = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
             let _client = listener.accept().unwrap();

@@ -34,6 +34,14 @@ const METHODS: &[&str] = &[
     "node.list",
     "node.describe",
     "node.invoke",
+    "node.pair.list",
+    "node.pair.approve",
+    "node.pair.reject",
+    "node.pair.remove",
+    "device.pair.list",
+    "device.pair.approve",
+    "device.pair.reject",
+    "device.pair.remove",
     "node.invoke.result",
     "node.event",
     "node.runnerInventory.update",
@@ -41,7 +49,18 @@ const METHODS: &[&str] = &[
     "node.pluginTools.update",
 ];
 /// Events the gateway sends.
-pub const EVENTS: &[&str] = &["connect.challenge", "tick", "node.invoke.request", "node.event", "presence", "shutdown"];
+pub const EVENTS: &[&str] = &[
+    "connect.challenge",
+    "tick",
+    "node.invoke.request",
+    "node.event",
+    "presence",
+    "shutdown",
+    "node.pair.requested",
+    "node.pair.resolved",
+    "device.pair.requested",
+    "device.pair.resolved",
+];
 
 /// Who a connection's client is, once `connect` has registered it. The
 /// connection's guard reads it to clean up after the client.

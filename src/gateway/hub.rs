@@ -262,6 +262,16 @@ impl Hub {
         node::page(&mut infos, cursor, limit, max_bytes)
     }
 
+    /// The connections that proved `device_id` (to close when it is removed).
+    pub fn device_conns(&self, device_id: &str) -> Vec<Arc<Conn>> {
+        self.inner.lock().clients.values().filter(|c| c.device() == Some(device_id)).cloned().collect()
+    }
+
+    /// Whether `conn` is the registered connection of a node.
+    pub fn is_node(&self, conn: &Conn) -> bool {
+        self.inner.lock().nodes.values().any(|n| n.conn.key == conn.key)
+    }
+
     /// A connected node.
     pub fn node(&self, node_id: &str) -> Option<Arc<NodeInfo>> {
         self.inner.lock().nodes.get(node_id).map(|n| n.info.clone())

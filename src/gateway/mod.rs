@@ -14,11 +14,9 @@ mod handshake;
 mod heartbeat;
 mod hub;
 mod limits;
+mod manage;
 mod node;
 pub mod outbox;
-// The pairing store is built ahead of the handshake that will call it; until
-// then nothing in the gateway uses it (nor its re-exported API).
-#[allow(dead_code, unused_imports, reason = "wired in by the handshake")]
 mod pairing;
 mod payload;
 mod peer;
@@ -31,6 +29,7 @@ mod waker;
 use std::fmt;
 use std::io;
 use std::net::{SocketAddr, TcpListener};
+use std::path::Path;
 use std::sync::Arc;
 use std::thread::{self, JoinHandle};
 use std::time::Instant;
@@ -38,6 +37,7 @@ use std::time::Instant;
 use log::{info, warn};
 
 use crate::gateway::config::Config;
+use crate::gateway::pairing::{Store, StoreError};
 use crate::gateway::send::Answer;
 use crate::gateway::state::Shared;
 use crate::ops::health::{HealthView, StatusServer};
@@ -48,6 +48,9 @@ use crate::wire::frame::ErrorCode;
 use crate::wire::net;
 
 pub use conn::CONN_STACK_BYTES;
+
+/// The pairing store's file in the state directory.
+pub const PAIRING_FILE: &str = "pairing.json";
 #[cfg(any(test, fuzzing))]
 pub use node::{NodeIdentity, NodeInfo};
 #[cfg(any(test, fuzzing))]
@@ -71,6 +74,8 @@ pub enum StartError {
     },
     /// A gateway thread could not be started.
     Thread(io::Error),
+    /// The pairing store could not be read (it is never reset silently).
+    Pairing(StoreError),
 }
 
 impl fmt::Display for StartError {
@@ -79,6 +84,7 @@ impl fmt::Display for StartError {
             StartError::Config(e) => write!(f, "{e}"),
             StartError::Bind { flag, addr, source } => write!(f, "cannot listen on {addr} ({flag}): {source}"),
             StartError::Thread(e) => write!(f, "cannot start a thread: {e}"),
+            StartError::Pairing(e) => write!(f, "{e}"),
         }
     }
 }
@@ -127,7 +133,8 @@ impl Gateway {
         if config.token.is_none() {
             warn!(addr:% = local_addr; "no token configured: authentication is off (loopback only)");
         }
-        let shared = Arc::new(Shared::new(config, local_addr));
+        let pairing = open_pairing(config.state_dir.as_deref())?;
+        let shared = Arc::new(Shared::new(config, local_addr, pairing));
         let mut gateway =
             Gateway { shared: shared.clone(), accept: None, listener: None, heartbeat: None, status: None };
         let view = HealthView { metrics: shared.metrics.clone(), readiness: shared.readiness.clone() };
@@ -233,6 +240,26 @@ impl Gateway {
         info!(notified = report.notified, unavailable = report.unavailable, cut = report.cut,
             joined = report.joined; "shutdown complete");
         report
+    }
+}
+
+/// The pairing store in `state_dir`. A store file that exists but cannot be
+/// read or parsed stops the start (it is never reset); a state directory
+/// that cannot hold one, or none at all, leaves approvals in memory, with a
+/// warning, as an unwritable log directory leaves logs on the console.
+fn open_pairing(state_dir: Option<&Path>) -> Result<Store, StartError> {
+    let Some(dir) = state_dir else {
+        warn!("no state directory: device approvals are kept in memory until the gateway stops");
+        return Ok(Store::in_memory());
+    };
+    let path = dir.join(PAIRING_FILE);
+    match Store::open(&path) {
+        Ok(store) => Ok(store),
+        Err(e) if path.symlink_metadata().is_ok() => Err(StartError::Pairing(e)),
+        Err(e) => {
+            warn!(error:% = e; "device approvals are kept in memory until the gateway stops");
+            Ok(Store::in_memory())
+        }
     }
 }
 

@@ -47,6 +47,7 @@ impl NodeInfo {
             client_mode: &client.mode,
             device_family: &client.device_family,
             model_identifier: &client.model_identifier,
+            instance_id: &client.instance_id,
             remote_ip,
             caps: &hello.caps,
             commands: &hello.commands,

@@ -182,6 +182,9 @@ pub struct NodeItem<'a> {
     /// `client.modelIdentifier`, when given.
     #[serde(skip_serializing_if = "str::is_empty")]
     pub model_identifier: &'a str,
+    /// `client.instanceId`, when given: what `goclaw node --id` names.
+    #[serde(skip_serializing_if = "str::is_empty")]
+    pub instance_id: &'a str,
     /// The address it connected from.
     pub remote_ip: &'a str,
     /// The capabilities it declared, sorted.

@@ -12,6 +12,7 @@ use log::debug;
 use uuid::Uuid;
 
 use crate::gateway::limits::Meter;
+use crate::gateway::manage;
 use crate::gateway::payload::{self, Health};
 use crate::gateway::peer::Conn;
 use crate::gateway::send::Answer;
@@ -25,7 +26,19 @@ use crate::wire::text::quotable_method;
 use crate::wire::ws::{DataFrame, OP_TEXT};
 
 /// Methods only operators may call.
-pub const OPERATOR_METHODS: &[&str] = &["node.list", "node.describe", "node.invoke"];
+pub const OPERATOR_METHODS: &[&str] = &[
+    "node.list",
+    "node.describe",
+    "node.invoke",
+    "node.pair.list",
+    "node.pair.approve",
+    "node.pair.reject",
+    "node.pair.remove",
+    "device.pair.list",
+    "device.pair.approve",
+    "device.pair.reject",
+    "device.pair.remove",
+];
 /// Methods only nodes may call. The inventory updates of 2026.9.6 node
 /// hosts are accepted (and ignored) so they are not retried forever.
 pub const NODE_METHODS: &[&str] = &[
@@ -123,6 +136,9 @@ impl<'a> Session<'a> {
                 Ok(Some(node.describe()))
             }
             ("node.invoke", Role::Operator) => self.invoke(request).map(|()| None),
+            (_, Role::Operator) if OPERATOR_METHODS.contains(&method) => {
+                manage::call(shared, method, request.params).map(Some)
+            }
             ("node.invoke.result", Role::Node) => self.result(request).map(Some),
             ("node.event", Role::Node) => self.event(request).map(Some),
             (_, Role::Node) if NODE_METHODS.contains(&method) => {

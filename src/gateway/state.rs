@@ -14,12 +14,13 @@ use tungstenite::protocol::WebSocketConfig;
 use crate::gateway::config::Config;
 use crate::gateway::hub::Hub;
 use crate::gateway::limits::{IpLimiter, PreAuth, Rate};
+use crate::gateway::pairing::Store;
 use crate::gateway::peer::Conn;
 use crate::gateway::waker::Waker;
 use crate::ops::health::Readiness;
 use crate::ops::metrics::Metrics;
 use crate::ops::notify::Notifier;
-use crate::util::{ConnThreads, Slots};
+use crate::util::{ConnThreads, Slots, unix_ms};
 
 /// How long a client gets to answer our close frame before its socket is
 /// cut (RFC 6455 §7.1.1 leaves the wait to the server).
@@ -32,7 +33,6 @@ const READ_BUFFER_BYTES: usize = 1024;
 const QUEUE_SLACK_BYTES: usize = 64 * 1024;
 
 /// Everything the threads of one gateway share.
-#[derive(Debug)]
 pub struct Shared {
     /// Frozen configuration.
     pub config: Config,
@@ -67,14 +67,18 @@ pub struct Shared {
     pub notifier: Notifier,
     /// Off once shutdown begins; the health listener's `/readyz` reads it.
     pub readiness: Arc<Readiness>,
+    /// Device approvals, device tokens and pending requests (SPEC §4.4).
+    pub pairing: Store,
     next_key: AtomicU64,
 }
 
 impl Shared {
     /// Shared state for a gateway listening on `local_addr`.
-    pub fn new(config: Config, local_addr: SocketAddr) -> Shared {
+    pub fn new(config: Config, local_addr: SocketAddr, pairing: Store) -> Shared {
         let metrics = Arc::new(Metrics::new());
         metrics.set_max_connections(config.max_connections);
+        let counts = pairing.snapshot().counts(unix_ms());
+        metrics.set_pairing(counts.pending, counts.paired);
         let max = config.max_message_bytes;
         Shared {
             limiter: IpLimiter::new(Rate::new(config.rate_limit_per_sec, config.rate_burst)),
@@ -93,6 +97,7 @@ impl Shared {
             notifier: Notifier::from_env(),
             readiness: Arc::new(Readiness::default()),
             next_key: AtomicU64::new(1),
+            pairing,
             config,
         }
     }
@@ -131,4 +136,10 @@ pub fn ws_config(max_message_bytes: usize) -> WebSocketConfig {
 /// for the events and control frames behind it.
 pub fn queue_limit_bytes(max_message_bytes: usize) -> usize {
     max_message_bytes + QUEUE_SLACK_BYTES
+}
+
+impl std::fmt::Debug for Shared {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Shared").field("local_addr", &self.local_addr).finish_non_exhaustive()
+    }
 }

@@ -38,6 +38,7 @@ pub mod code {
     pub const POLICY: u16 = 1008;
     pub const TOO_BIG: u16 = 1009;
     pub const REPLACED: u16 = 4000;
+    pub const DEVICE_REMOVED: u16 = 4001;
 }
 
 /// How a connection ended, for its one disconnect log line: who sent which

@@ -194,6 +194,8 @@ pub struct Metrics {
     connected_clients: IntGauge,
     nodes_connected: IntGauge,
     max_connections: IntGauge,
+    pairing_pending: IntGauge,
+    paired_devices: IntGauge,
     invokes: [Histogram; InvokeOutcome::ALL.len()],
 }
 
@@ -241,6 +243,13 @@ impl Metrics {
         )
         .expect(STATIC_METRIC);
         register(Box::new(max_connections.clone()));
+        let pairing_pending =
+            IntGauge::new("goclaw_pairing_pending_requests", "Device pairing requests waiting for an operator.")
+                .expect(STATIC_METRIC);
+        register(Box::new(pairing_pending.clone()));
+        let paired_devices =
+            IntGauge::new("goclaw_paired_devices", "Devices approved for at least one role.").expect(STATIC_METRIC);
+        register(Box::new(paired_devices.clone()));
 
         let invoke_vec = prometheus::HistogramVec::new(
             HistogramOpts::new("goclaw_invoke_duration_seconds", "node.invoke duration by outcome.")
@@ -258,7 +267,17 @@ impl Metrics {
         register(Box::new(build_info));
         register(Box::new(ProcessCollector::new()));
 
-        Metrics { registry, messages, errors, connected_clients, nodes_connected, max_connections, invokes }
+        Metrics {
+            registry,
+            messages,
+            errors,
+            connected_clients,
+            nodes_connected,
+            max_connections,
+            pairing_pending,
+            paired_devices,
+            invokes,
+        }
     }
 
     /// Counts one message.
@@ -303,7 +322,13 @@ impl Metrics {
         self.nodes_connected.add(delta);
     }
 
-    /// Sets the connection cap gauge, once at start (alerts divide by it).
+    /// Sets the pairing gauges: pending requests and paired devices.
+    pub fn set_pairing(&self, pending: usize, paired: usize) {
+        self.pairing_pending.set(i64::try_from(pending).unwrap_or(i64::MAX));
+        self.paired_devices.set(i64::try_from(paired).unwrap_or(i64::MAX));
+    }
+
+    /// Sets the `--max-connections` gauge.
     pub fn set_max_connections(&self, max: usize) {
         self.max_connections.set(i64::try_from(max).unwrap_or(i64::MAX));
     }

@@ -80,6 +80,9 @@ pub struct ClientInfo {
     pub device_family: String,
     /// `client.modelIdentifier`, if given.
     pub model_identifier: String,
+    /// `client.instanceId`: how the client names itself (real node hosts
+    /// send a UUID; `goclaw node` its `--id`).
+    pub instance_id: String,
 }
 
 /// `connect.device`: a claim the gateway verifies (`wire::device`).
@@ -125,6 +128,7 @@ struct ClientParams {
     mode: Option<String>,
     device_family: Option<String>,
     model_identifier: Option<String>,
+    instance_id: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -205,6 +209,7 @@ fn client_info(params: Option<ClientParams>) -> Result<ClientInfo, Failure> {
         ("client.mode", c.mode, &mut client.mode),
         ("client.deviceFamily", c.device_family, &mut client.device_family),
         ("client.modelIdentifier", c.model_identifier, &mut client.model_identifier),
+        ("client.instanceId", c.instance_id, &mut client.instance_id),
     ] {
         if let Some(value) = value {
             check_label(field, &value, MAX_LABEL_BYTES)?;
@@ -281,7 +286,7 @@ mod tests {
         let node = raw(r#"{"minProtocol":4,"maxProtocol":4,"client":{"id":"node-host","mode":"node"},"role":"node"}"#);
         let failure = parse_connect(Some(&node)).unwrap_err();
         assert_eq!((failure.code, failure.message.as_ref()), (ErrorCode::ProtocolMismatch, "protocol mismatch"));
-        assert_eq!(failure.detail, Some(Detail::Protocol { expected_protocol: 3 }));
+        assert_eq!(failure.detail.as_deref(), Some(&Detail::Protocol { expected_protocol: 3 }));
     }
 
     #[test]

@@ -140,6 +140,24 @@ pub enum Detail {
         /// `{code, message}`.
         node_error: NodeError,
     },
+    /// A device not approved yet: the request an operator approves, and
+    /// what real node hosts need to keep retrying (OPENCLAW.md §5.3).
+    #[serde(rename_all = "camelCase")]
+    Pairing {
+        /// `not-paired`, or `role-upgrade` for a device approved for
+        /// another role.
+        reason: &'static str,
+        /// What `goclaw nodes approve` takes.
+        request_id: String,
+        /// The device.
+        device_id: String,
+        /// The role it asked for.
+        requested_role: &'static str,
+        /// Always false: keep retrying; the approval lets the next try in.
+        pause_reconnect: bool,
+        /// Always `wait_then_retry`.
+        recommended_next_step: &'static str,
+    },
 }
 
 /// A node's error, forwarded to the operator in `details.nodeError`.
@@ -158,8 +176,9 @@ pub struct Failure {
     pub code: ErrorCode,
     /// What went wrong; never quotes client input, never the token.
     pub message: Cow<'static, str>,
-    /// More fields for `details`.
-    pub detail: Option<Detail>,
+    /// More fields for `details` (boxed: most failures have none, and a
+    /// `Result` carrying a `Failure` should stay small).
+    pub detail: Option<Box<Detail>>,
     /// For `retryAfterMs`: when the client may try again.
     pub retry_after_ms: Option<u64>,
 }
@@ -177,7 +196,7 @@ impl Failure {
 
     /// The same failure with `detail` in `details`.
     pub fn with(mut self, detail: Detail) -> Failure {
-        self.detail = Some(detail);
+        self.detail = Some(Box::new(detail));
         self
     }
 
@@ -320,7 +339,7 @@ pub fn write_error(out: &mut Vec<u8>, id: Option<&str>, failure: &Failure) {
     let shape = ErrorShape {
         code: failure.code.wire_code(),
         message,
-        details: Details { code: failure.code.as_str(), detail: failure.detail.as_ref() },
+        details: Details { code: failure.code.as_str(), detail: failure.detail.as_deref() },
         retryable: failure.retry_after_ms.map(|_| true),
         retry_after_ms: failure.retry_after_ms,
     };

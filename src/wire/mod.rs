@@ -7,6 +7,7 @@
 pub mod accept_key;
 pub mod auth;
 pub mod connect;
+pub mod device;
 pub mod frame;
 pub mod http;
 pub mod json;

@@ -416,3 +416,74 @@ impl Drop for Running {
         let _ = self.child.wait();
     }
 }
+
+/// A device with an Ed25519 identity, signing `connect` as real OpenClaw
+/// clients do (the v3 payload, `signedAt` the challenge's `ts`).
+pub struct Device {
+    pub key: goclaw::wire::device::DeviceKey,
+}
+
+impl Device {
+    pub fn new() -> Device {
+        Device { key: goclaw::wire::device::DeviceKey::generate().unwrap() }
+    }
+
+    pub fn id(&self) -> String {
+        self.key.device_id()
+    }
+
+    /// Signed `connect` params for `role`, answering `challenge`; `token`
+    /// goes in `auth.token`, `device_token` in `auth.deviceToken`.
+    pub fn connect(&self, challenge: &Value, role: &str, token: Option<&str>, device_token: Option<&str>) -> Value {
+        let nonce = challenge["payload"]["nonce"].as_str().unwrap();
+        let signed_at = challenge["payload"]["ts"].as_u64().unwrap();
+        let (client_id, mode) = if role == "node" { ("node-host", "node") } else { ("cli", "cli") };
+        let id = self.id();
+        let fields = goclaw::wire::device::PayloadFields {
+            device_id: &id,
+            client_id,
+            client_mode: mode,
+            role,
+            scopes: &[],
+            signed_at_ms: signed_at,
+            token: token.or(device_token),
+            nonce,
+            platform: Some("linux"),
+            device_family: None,
+        };
+        let mut auth = serde_json::Map::new();
+        if let Some(token) = token {
+            auth.insert("token".into(), json!(token));
+        }
+        if let Some(token) = device_token {
+            auth.insert("deviceToken".into(), json!(token));
+        }
+        json!({
+            "minProtocol": 3, "maxProtocol": 3,
+            "client": {"id": client_id, "displayName": format!("dev-{}", &id[..8]), "version": "2026.5.7",
+                       "platform": "linux", "mode": mode},
+            "role": role, "scopes": [], "caps": ["system"], "commands": ["system.which", "echo"],
+            "auth": auth,
+            "device": {"id": id, "publicKey": self.key.public_key_b64url(), "signature": self.key.sign_v3(&fields),
+                       "signedAt": signed_at, "nonce": nonce},
+        })
+    }
+}
+
+/// Upgrades with extra request headers (a proxy's `X-Forwarded-For`, ...);
+/// returns the client and the challenge.
+pub fn upgrade_with(stream: TcpStream, headers: &[(&str, &str)]) -> (Client, Value) {
+    use tungstenite::client::IntoClientRequest;
+    let url = format!("ws://{}/ws", stream.peer_addr().unwrap());
+    let mut request = url.into_client_request().unwrap();
+    for (name, value) in headers {
+        request.headers_mut().insert(
+            tungstenite::http::HeaderName::from_bytes(name.as_bytes()).unwrap(),
+            tungstenite::http::HeaderValue::from_str(value).unwrap(),
+        );
+    }
+    let (mut ws, _) = tungstenite::client::client(request, stream).expect("upgrade");
+    let challenge = recv(&mut ws);
+    assert_eq!(challenge["event"], "connect.challenge", "{challenge}");
+    (ws, challenge)
+}

@@ -84,9 +84,9 @@ fn invalid(field: &'static str, problem: impl Into<String>) -> StoreError {
 
 #[cfg(test)]
 mod tests {
-    use super::super::crypto::encode_public_key;
     use super::super::tests::sample_device;
     use super::*;
+    use crate::wire::device::encode_public_key;
 
     fn field_of(result: Result<(), StoreError>) -> Option<&'static str> {
         match result {

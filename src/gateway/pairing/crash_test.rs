@@ -15,6 +15,7 @@ use nix::unistd::Pid;
 
 use super::tests::scratch;
 use super::*;
+use crate::wire::device::{device_id, encode_public_key};
 
 /// Where the child finds its store; set only for the child.
 const STORE_VAR: &str = "GOCLAW_PAIRING_CRASH_STORE";

@@ -1,5 +1,5 @@
 //! The pairing store's only cryptography: SHA-256, hex, base64url and the OS
-//! random source, for device ids and device tokens. A device token exists in
+//! random source, for device tokens (device ids are `wire::device`'s). A device token exists in
 //! clear only inside a [`DeviceToken`] on its way to the device; the store
 //! keeps its [`TokenHash`]. Never logs or prints a token.
 
@@ -8,6 +8,8 @@ use std::fmt;
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use sha2::{Digest, Sha256};
+
+use crate::wire::device::{device_id, encode_public_key, hex};
 
 /// Random bytes in a device token: 256 bits, beyond guessing.
 const TOKEN_BYTES: usize = 32;
@@ -21,6 +23,7 @@ pub struct DeviceToken(String);
 
 impl DeviceToken {
     /// The token, to send to its device (and nowhere else).
+    #[cfg(test)]
     pub fn secret(&self) -> &str {
         &self.0
     }
@@ -85,40 +88,18 @@ impl fmt::Debug for TokenHash {
     }
 }
 
-/// The device id of a raw 32-byte Ed25519 public key: its SHA-256 in 64
-/// lowercase hex characters (OPENCLAW.md §2.3).
-pub fn device_id(raw_public_key: &[u8; 32]) -> String {
-    hex(&Sha256::digest(raw_public_key))
-}
-
-/// A raw 32-byte public key as the store keeps it: base64url without
-/// padding, 43 characters (what real clients send, OPENCLAW.md §2.3).
-pub fn encode_public_key(raw_public_key: &[u8; 32]) -> String {
-    URL_SAFE_NO_PAD.encode(raw_public_key)
-}
-
 /// Whether `public_key` is the canonical text of a 32-byte key whose device
 /// id is `device_id`.
 pub(super) fn key_matches_id(public_key: &str, device_id_hex: &str) -> bool {
     let Ok(raw) = URL_SAFE_NO_PAD.decode(public_key) else { return false };
     let Ok(raw) = <[u8; 32]>::try_from(raw.as_slice()) else { return false };
     // Canonical only: one key, one spelling (no trailing bits set).
-    encode_public_key(&raw) == public_key && self::device_id(&raw) == device_id_hex
+    encode_public_key(&raw) == public_key && device_id(&raw) == device_id_hex
 }
 
 /// Whether `text` is 64 lowercase hex characters.
 pub(super) fn is_hex64(text: &str) -> bool {
     parse_hex32(text).is_some()
-}
-
-fn hex(bytes: &[u8]) -> String {
-    const DIGITS: &[u8; 16] = b"0123456789abcdef";
-    let mut out = String::with_capacity(bytes.len() * 2);
-    for &byte in bytes {
-        out.push(char::from(DIGITS[usize::from(byte >> 4)]));
-        out.push(char::from(DIGITS[usize::from(byte & 0x0f)]));
-    }
-    out
 }
 
 fn parse_hex32(text: &str) -> Option<[u8; 32]> {

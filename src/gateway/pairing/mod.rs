@@ -28,7 +28,9 @@ mod tests;
 
 use std::fmt;
 use std::io;
-use std::path::{Path, PathBuf};
+#[cfg(test)]
+use std::path::Path;
+use std::path::PathBuf;
 use std::sync::Arc;
 
 use log::warn;
@@ -36,8 +38,8 @@ use parking_lot::Mutex;
 
 use crate::wire::frame::Role;
 
-pub use crypto::{DeviceToken, device_id, encode_public_key};
-pub use state::{Approved, DeviceInfo, NewRequest, PairedDevice, PendingRequest, Requested, TokenRecord};
+pub use crypto::DeviceToken;
+pub use state::{Approved, DeviceInfo, NewRequest, PairedDevice, PendingRequest, Requested};
 
 use state::State;
 
@@ -157,7 +159,8 @@ impl std::error::Error for StoreError {
 
 /// The pairing store. Share it as `Arc<Store>`; every method takes `&self`.
 pub struct Store {
-    path: PathBuf,
+    /// The file; `None` for a store kept in memory only (no state directory).
+    path: Option<PathBuf>,
     /// What readers see: replaced whole, only after the file holds it.
     view: Mutex<Arc<State>>,
     /// Held for a whole change, fsyncs included: one writer at a time.
@@ -187,12 +190,19 @@ impl Store {
                 format::decode(&bytes).map_err(load)?
             }
         };
-        Ok(Store { path, view: Mutex::new(Arc::new(state)), writer: Mutex::new(()) })
+        Ok(Store { path: Some(path), view: Mutex::new(Arc::new(state)), writer: Mutex::new(()) })
     }
 
-    /// The file this store keeps.
-    pub fn path(&self) -> &Path {
-        &self.path
+    /// An empty store kept in memory only: for a gateway without a state
+    /// directory, whose approvals then last as long as the process.
+    pub fn in_memory() -> Store {
+        Store { path: None, view: Mutex::new(Arc::new(State::default())), writer: Mutex::new(()) }
+    }
+
+    /// The file this store keeps, if any.
+    #[cfg(test)]
+    pub fn path(&self) -> Option<&Path> {
+        self.path.as_deref()
     }
 
     /// The store as it is now, for lookups and listings: cheap (an `Arc`
@@ -301,8 +311,9 @@ impl Store {
             if bytes.len() > MAX_FILE_BYTES {
                 return Err(StoreError::TooLarge { bytes: bytes.len(), limit: MAX_FILE_BYTES });
             }
-            file::write_durable(&self.path, &bytes)
-                .map_err(|source| StoreError::Write { path: self.path.clone(), source })?;
+            if let Some(path) = &self.path {
+                file::write_durable(path, &bytes).map_err(|source| StoreError::Write { path: path.clone(), source })?;
+            }
             *self.view.lock() = Arc::new(next);
         }
         Ok(value)
@@ -333,12 +344,14 @@ impl Snapshot {
     }
 
     /// The live pending request of (device, role), if any.
+    #[cfg(test)]
     pub fn pending_for(&self, device_id: &str, role: Role, now_ms: u64) -> Option<&PendingRequest> {
         self.0.pending_for(device_id, role, now_ms)
     }
 
     /// The live pending request with this id, if any (to check the scopes
     /// an approval needs before approving).
+    #[cfg(test)]
     pub fn pending_request(&self, request_id: &str, now_ms: u64) -> Option<&PendingRequest> {
         self.0.live(now_ms).find(|p| p.request_id == request_id)
     }

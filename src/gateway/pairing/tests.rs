@@ -8,6 +8,7 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
 use super::*;
+use crate::wire::device::{device_id, encode_public_key};
 
 pub(super) fn sample_device(seed: u8) -> DeviceInfo {
     let raw = [seed; 32];
@@ -305,10 +306,10 @@ fn devices_are_bounded() {
         );
     }
     let dir = scratch("devices");
-    let store = Store { path: dir.to_path_buf(), view: Mutex::new(Arc::new(state)), writer: Mutex::new(()) };
+    let store = Store { path: Some(dir.to_path_buf()), view: Mutex::new(Arc::new(state)), writer: Mutex::new(()) };
     let err = store.approve_local(sample_device(1), Role::Node, vec![], T0).unwrap_err();
     assert!(matches!(err, StoreError::TooManyDevices { limit: MAX_PAIRED_DEVICES }), "{err}");
-    assert!(!store.path().exists());
+    assert!(!store.path().unwrap().exists());
 }
 
 #[test]
@@ -330,7 +331,7 @@ fn the_file_never_grows_past_its_bound() {
         state.paired.insert(d.device_id.clone(), record);
     }
     let path = scratch("large");
-    let store = Store { path: path.clone(), view: Mutex::new(Arc::new(state)), writer: Mutex::new(()) };
+    let store = Store { path: Some(path.clone()), view: Mutex::new(Arc::new(state)), writer: Mutex::new(()) };
     let err = store.approve_local(sample_device(1), Role::Node, vec![], T0).unwrap_err();
     assert!(matches!(err, StoreError::TooLarge { limit: MAX_FILE_BYTES, .. }), "{err}");
     assert!(!path.exists());
