@@ -234,11 +234,16 @@ class Proc:
 
     @classmethod
     def stop_all(cls):
+        for pid in list(RUNNING):
+            kill_tree(pid, 2.0)
         for p in list(cls.ALL)[::-1]:
             try:
                 p.stop(grace=3.0)
             except Exception:
                 pass
+
+
+RUNNING = set()  # pids of one-shot commands in progress (stopped on Ctrl-C too)
 
 
 class Result:
@@ -265,6 +270,7 @@ def run(argv, env, timeout=CLI_TIMEOUT, cwd=None):
     t0 = time.time()
     p = subprocess.Popen(argv, env=env, cwd=cwd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
                          stderr=subprocess.PIPE, start_new_session=True)
+    RUNNING.add(p.pid)
     try:
         out, err = p.communicate(timeout=timeout)
         rc = p.returncode
@@ -273,7 +279,18 @@ def run(argv, env, timeout=CLI_TIMEOUT, cwd=None):
         out, err = p.communicate()
         rc = "timeout"
         err = (err or b"") + f"\n[harness: killed after {timeout}s]".encode()
+    finally:
+        RUNNING.discard(p.pid)
     return Result(argv, rc, out.decode(errors="replace"), err.decode(errors="replace"), time.time() - t0)
+
+
+def why(r):
+    """The most telling line of a command's output, for a one-line reason."""
+    lines = [l.strip() for l in r.both.splitlines() if l.strip()]
+    pick = [l for l in lines if re.search(r"failed|error|refused|mismatch|unknown|denied|not allowed", l, re.I)
+            and not l.startswith("[openclaw] Try") and not l.startswith("[openclaw] Debug")]
+    line = (pick or lines or ["(no output)"])[0]
+    return f"exit {r.rc}: {line[:300]}"
 
 
 def fill(template, **values):
@@ -390,7 +407,7 @@ def connect_exchanges(log):
     out = []
     for i, (conn, d, f) in enumerate(fr):
         if d == "C>S" and f.get("type") == "req" and f.get("method") == "connect":
-            res = next((g for c, e, g in fr[i + 1:] if c == conn and e == "S>C" and g.get("type") == "res"
+            res = next((g for c, e, g in fr if c == conn and e == "S>C" and g.get("type") == "res"
                         and g.get("id") == f.get("id")), None)
             out.append((conn, f.get("params") or {}, res))
     return out
@@ -656,7 +673,12 @@ def fx_goclaw_lo(w):
 def fx_hosts_lo(w):
     gw = w.fixture("goclaw_lo")
     hosts = [NodeHost(w, rel, f"oc{rel[1]}-{i}", gw.port) for rel in ("v3", "v4") for i in (1, 2)]
-    return HostGroup(gw, hosts)
+    group = HostGroup(gw, hosts)
+    # Give them (bounded) time to get in before any check looks; whether they
+    # did is a-hosts-connect's verdict, not the fixture's.
+    want = {h.device_id() for h in hosts}
+    group.t_listed = wait_until("hosts", WAIT_HOSTS, lambda: want <= node_ids(goclaw_node_list(w, gw.url)[0]), 2)
+    return group
 
 
 def fx_goclaw_lan(w):
@@ -727,15 +749,8 @@ def node_ids(nodes):
 def a_hosts_connect(w):
     group = w.fixture("hosts_lo")
     want = {h.device_id(): h for h in group.hosts}
-    last = {}
-
-    def probe():
-        nodes, r = goclaw_node_list(w, group.gw.url)
-        last["r"], last["nodes"] = r, nodes
-        return nodes is not None and set(want) <= node_ids(nodes)
-
-    if not wait_until("hosts", WAIT_HOSTS, probe, 2):
-        r, nodes = last["r"], last["nodes"]
+    nodes, r = goclaw_node_list(w, group.gw.url)
+    if not (nodes is not None and set(want) <= node_ids(nodes)):
         missing = [h for d, h in want.items() if d not in node_ids(nodes)]
         first = missing[0] if missing else group.hosts[0]
         raise CheckFail(
@@ -749,20 +764,20 @@ def a_hosts_connect(w):
        about=f"all four stay connected over 6 ticks ({6 * TICK_SECONDS}s): no reconnect, no close 4000 'replaced'")
 def a_hosts_stay(w):
     group = w.fixture("hosts_lo")
-    before = {h.name: len(connect_exchanges(h.proxy.frames_log)) for h in group.hosts}
-    ticks_before = {h.name: read(h.proxy.frames_log).count('"event":"tick"') for h in group.hosts}
-    time.sleep(6 * TICK_SECONDS + 1)
+    offset = {h.name: len(read(h.proxy.frames_log)) for h in group.hosts}
+    window = 6 * TICK_SECONDS + 1
+    time.sleep(window)
     problems, ex = [], []
     for h in group.hosts:
-        log = read(h.proxy.frames_log)
-        closes = re.findall(r"(?:S>C|C>S) close (\d+) '([^']*)'", log)
-        new_connects = len(connect_exchanges(h.proxy.frames_log)) - before[h.name]
-        ticks = log.count('"event":"tick"') - ticks_before[h.name]
-        if new_connects or closes:
-            problems.append(f"{h.name}: {new_connects} new connects, closes {closes[-3:]}")
+        new = read(h.proxy.frames_log)[offset[h.name]:]  # only what happened in the window
+        closes = re.findall(r"(?:S>C|C>S) close (\d+) '([^']*)'", new)
+        opens = len(re.findall(r" open \S+ -> ", new))
+        ticks = new.count('"event":"tick"')
+        if opens or closes:
+            problems.append(f"{h.name}: {opens} reconnects, closes {sorted(set(closes))[:3]}")
             ex += h.excerpts(8)
         elif ticks < 3:
-            problems.append(f"{h.name}: only {ticks} tick events in {6 * TICK_SECONDS}s")
+            problems.append(f"{h.name}: only {ticks} tick events in {window}s")
     nodes, r = goclaw_node_list(w, group.gw.url)
     gone = [h.name for h in group.hosts if h.device_id() not in node_ids(nodes)]
     if gone:
@@ -794,7 +809,7 @@ def a_goclaw_invoke(w):
             bad.append((h, r))
     if bad:
         h, r = bad[0]
-        raise CheckFail(f"{[b[0].name for b in bad]} did not answer with {uname}; first: exit {r.rc}: {tail(r.both, 2)}",
+        raise CheckFail(f"{[b[0].name for b in bad]} did not answer with {uname}; first: {why(r)}",
                         ("goclaw invoke", r.show()), wire_excerpt(h.proxy.frames_log, 8))
 
 
@@ -815,7 +830,7 @@ def expect(cond, message, *excerpts):
 def cli_status(w, release):
     r, group = a_cli(w, release, "nodes", "status")
     n = len(group.hosts)
-    expect(r.rc == 0, f"exit {r.rc}: {tail(r.both, 2)}", ("cli", r.show()))
+    expect(r.rc == 0, f"{why(r)}", ("cli", r.show()))
     summary = (re.findall(r"Known:.*", r.out) or ["(no summary)"])[0]
     statuses = re.findall(r"(?:un)?paired · \w+", r.out)
     expect(f"Connected: {n}" in r.out and r.out.count("paired · connected") >= n,
@@ -837,7 +852,7 @@ def cli_status(w, release):
 
 def cli_list(w, release):
     r, group = a_cli(w, release, "nodes", "list")
-    expect(r.rc == 0, f"exit {r.rc}: {tail(r.both, 2)}", ("cli", r.show()))
+    expect(r.rc == 0, f"{why(r)}", ("cli", r.show()))
     rj, _ = a_cli(w, release, "nodes", "list", "--json")
     try:
         doc = parse_json_out(rj.out)
@@ -852,9 +867,9 @@ def cli_describe(w, release):
     group = w.fixture("hosts_lo")
     for h in (group.hosts[0], group.hosts[-1]):  # one 2026.5.7 host, one 2026.9.6 host
         r, _ = a_cli(w, release, "nodes", "describe", "--node", h.device_id())
-        expect(r.rc == 0, f"describe {h.name}: exit {r.rc}: {tail(r.both, 2)}", ("cli", r.show()))
+        expect(r.rc == 0, f"describe {h.name}: {why(r)}", ("cli", r.show()))
         expect(h.device_id() in r.out and "paired · connected" in r.out and "system.which" in r.out
-               and re.search(r"Caps\s*│\s*\S*system", r.out),
+               and re.search(r"Caps\s*│[^│\n]*\bsystem\b", r.out),
                f"describe {h.name}: wanted its id, 'paired · connected', Caps with system, system.which",
                ("cli", r.show()))
 
@@ -865,7 +880,7 @@ def cli_invoke(w, release):
     for h in (group.hosts[0], group.hosts[-1]):
         r, _ = a_cli(w, release, "nodes", "invoke", "--node", h.device_id(), "--command", "system.which",
                      "--params", '{"bins":["uname"]}', "--json")
-        expect(r.rc == 0, f"invoke on {h.name}: exit {r.rc}: {tail(r.both, 2)}", ("cli", r.show()))
+        expect(r.rc == 0, f"invoke on {h.name}: {why(r)}", ("cli", r.show()))
         try:
             doc = parse_json_out(r.out)
         except ValueError:
@@ -878,14 +893,14 @@ def cli_invoke(w, release):
 
 def cli_health(w, release):
     r, _ = a_cli(w, release, "gateway", "health")
-    expect(r.rc == 0 and re.search(r"^OK\b", r.out, re.M), f"exit {r.rc}, no 'OK' line: {tail(r.both, 3)}",
+    expect(r.rc == 0 and re.search(r"^OK\b", r.out, re.M), f"exit {r.rc}, no 'OK' line: {why(r)}",
            ("cli", r.show()))
 
 
 def cli_pending(w, release):
     r, _ = a_cli(w, release, "nodes", "pending")
     expect(r.rc == 0 and ("No pending" in r.out or "Pending" in r.out) and "failed" not in r.both,
-           f"exit {r.rc}: {tail(r.both, 3)}", ("cli", r.show()))
+           f"{why(r)}", ("cli", r.show()))
 
 
 for rel, cmds in (("v3", ["status", "list", "describe", "pending", "invoke", "health"]),
@@ -953,14 +968,14 @@ def nonlocal_host(w, release):
                ("goclaw", rj.show()))
         # Approved from loopback, it gets in by itself (same process, no restart).
         ra = w.gc(fill(GOCLAW_APPROVE, request=request_id, url=gw.url, token=TOKEN))
-        expect(ra.rc == 0, f"goclaw nodes approve: exit {ra.rc}: {tail(ra.both, 2)}", ("goclaw", ra.show()))
+        expect(ra.rc == 0, f"goclaw nodes approve: {why(ra)}", ("goclaw", ra.show()))
         pid = h.proc.pid
         ok = wait_until("in", 60, lambda: dev in node_ids(goclaw_node_list(w, gw.url)[0]), 2)
         expect(ok, f"approved, but not connected within 60s: {last_connect_summary(h.proxy.frames_log)}", *h.excerpts())
         expect(h.proc.running() and h.proc.pid == pid, "the node host process did not stay up")
         ri = w.gc(fill(GOCLAW_INVOKE, node=dev, command="system.which", params='{"bins":["uname"]}', url=gw.url,
                        token=TOKEN))
-        expect(ri.rc == 0 and shutil.which("uname") in ri.out, f"invoke after approval: exit {ri.rc}: {tail(ri.both, 2)}",
+        expect(ri.rc == 0 and shutil.which("uname") in ri.out, f"invoke after approval: {why(ri)}",
                ("goclaw invoke", ri.show()))
     finally:
         h.stop()
@@ -1000,7 +1015,7 @@ def a_forwarded(w):
 def b_gateway(w, release):
     gw = w.fixture(f"real_{release}")
     r = gw.cli("gateway", "health")
-    expect(r.rc == 0, f"the real gateway does not answer its own CLI: {tail(r.both, 3)}", ("cli", r.show()))
+    expect(r.rc == 0, f"the real gateway does not answer its own CLI: {why(r)}", ("cli", r.show()))
     return f"ready in {gw.start_secs:.1f}s"
 
 
@@ -1059,7 +1074,7 @@ def approve_node_surface(gw, node_id, wait=20):
     expect(req, f"no node pairing request for {node_id[:12]}… in `openclaw nodes pending`",
            ("cli", last["r"].show()))
     r = gw.cli("nodes", "approve", req)
-    expect(r.rc == 0, f"openclaw nodes approve {req}: exit {r.rc}: {tail(r.both, 3)}", ("cli", r.show()))
+    expect(r.rc == 0, f"openclaw nodes approve {req}: {why(r)}", ("cli", r.show()))
     return req
 
 
@@ -1104,7 +1119,7 @@ def b_which(w, release):
     r, doc = oc_invoke(fx.gw, fx.agent.node_id, "system.which", {"bins": ["sh"]})
     got = (((doc or {}).get("payload") or {}).get("bins") or {}).get("sh")
     expect(r.rc == 0 and doc and doc.get("ok") is True and got and os.path.basename(got) == "sh",
-           f"want payload {{bins:{{sh:<path>}}}}, got exit {r.rc}: {tail(r.both, 3)}",
+           f"want payload {{bins:{{sh:<path>}}}}, got {why(r)}",
            ("cli", r.show()), *fx.agent.excerpts(6))
 
 
@@ -1114,19 +1129,19 @@ def b_run_allowed(w, release):
     payload = (doc or {}).get("payload") or {}
     expect(r.rc == 0 and doc and doc.get("ok") is True and "load average" in json.dumps(payload),
            f"system.run {AGENT_RUN_ALLOWED} (listed with --exec): want ok with its stdout, got exit {r.rc}: "
-           f"{tail(r.both, 3)}", ("cli", r.show()), *fx.agent.excerpts(6))
+           f"{why(r)}", ("cli", r.show()), *fx.agent.excerpts(6))
 
 
 def b_run_refused(w, release):
     fx = w.fixture(f"agent_{release}")
     r, doc = oc_call_invoke(fx.gw, fx.agent.node_id, "system.run", {"command": AGENT_RUN_REFUSED})
     expect(not (doc and doc.get("ok") is True) and r.rc != 0,
-           f"system.run {AGENT_RUN_REFUSED} (not listed) was NOT refused: {tail(r.both, 4)}", ("cli", r.show()))
+           f"system.run {AGENT_RUN_REFUSED} (not listed) was NOT refused: {why(r)}", ("cli", r.show()))
     # The refusal must come from the agent (a node error), not from the
     # gateway or the CLI before the request reached the node.
     wire = read(fx.agent.proxy.frames_log) if fx.agent.proxy else ""
     reached = '"command":"system.run"' in wire and '"/bin/ls' in wire
-    expect(reached or not fx.agent.proxy, "refused before it reached the agent: " + tail(r.both, 3), ("cli", r.show()))
+    expect(reached or not fx.agent.proxy, "refused before it reached the agent: " + why(r), ("cli", r.show()))
 
 
 def b_device_status_gated(w, release):
@@ -1134,14 +1149,14 @@ def b_device_status_gated(w, release):
     r, doc = oc_invoke(fx.gw, fx.agent.node_id, "device.status", {})
     expect(r.rc != 0 and "allowlist" in r.both,
            "want the real gateway's refusal 'device.status is not in the allowlist for platform linux' "
-           "(proves the agent declares device.status); got: " + tail(r.both, 3), ("cli", r.show()))
+           "(proves the agent declares device.status); got: " + why(r), ("cli", r.show()))
 
 
 def b_goclaw_nodes(w, release):
     fx = w.fixture(f"agent_{release}")
     r = w.gc(fill(GOCLAW_NODES, url=fx.gw.url, token=TOKEN))
     expect(r.rc == 0 and fx.agent.node_id[:12] in r.out,
-           f"`goclaw nodes` against the real gateway: exit {r.rc}: {tail(r.both, 3)}", ("goclaw nodes", r.show()))
+           f"`goclaw nodes` against the real gateway: {why(r)}", ("goclaw nodes", r.show()))
     nodes, rj = goclaw_node_list(w, fx.gw.url)
     expect(nodes is not None and fx.agent.node_id in node_ids(nodes),
            f"`goclaw nodes --json`: agent {fx.agent.node_id[:12]}… not listed", ("goclaw nodes --json", rj.show()))
@@ -1151,7 +1166,7 @@ def b_goclaw_invoke(w, release):
     fx = w.fixture(f"agent_{release}")
     r = w.gc(fill(GOCLAW_INVOKE, node=fx.agent.node_id, command="system.which", params='{"bins":["sh"]}',
                   url=fx.gw.url, token=TOKEN))
-    expect(r.rc == 0 and '"sh"' in r.out, f"exit {r.rc}: {tail(r.both, 3)}", ("goclaw invoke", r.show()))
+    expect(r.rc == 0 and '"sh"' in r.out, f"{why(r)}", ("goclaw invoke", r.show()))
 
 
 def b_restart(w, release):
@@ -1188,7 +1203,7 @@ def b_device_status(w, release):
     r, doc = oc_invoke(fx.gw, fx.agent.node_id, "device.status", {})
     expect(r.rc == 0 and doc and doc.get("ok") is True and isinstance(doc.get("payload"), dict),
            f"device.status with {'gateway.nodes.allowCommands' if release == 'v3' else 'gateway.nodes.commands.allow'}"
-           f"=[device.status]: exit {r.rc}: {tail(r.both, 3)}", ("cli", r.show()), *fx.agent.excerpts(6))
+           f"=[device.status]: {why(r)}", ("cli", r.show()), *fx.agent.excerpts(6))
 
 
 def b_nonlocal(w, release):
@@ -1219,7 +1234,7 @@ def b_nonlocal(w, release):
         n, _ = find_agent(gw, name)
         expect(not (n and n.get("connected")), "the agent was connected before approval")
         r = gw.cli("devices", "approve", req["requestId"])
-        expect(r.rc == 0, f"openclaw devices approve: exit {r.rc}: {tail(r.both, 3)}", ("cli", r.show()))
+        expect(r.rc == 0, f"openclaw devices approve: {why(r)}", ("cli", r.show()))
         if release == "v4":
             node_id = req["deviceId"]
             approve_node_surface(gw, node_id, wait=WAIT_RECONNECT)
@@ -1234,7 +1249,7 @@ def b_nonlocal(w, release):
         expect(n and n != "exited", f"approved, but the agent did not attach within {WAIT_RECONNECT}s",
                *agent.excerpts())
         r, doc = oc_invoke(gw, n["nodeId"], "system.which", {"bins": ["sh"]})
-        expect(r.rc == 0 and doc and doc.get("ok") is True, f"invoke after approval: {tail(r.both, 3)}",
+        expect(r.rc == 0 and doc and doc.get("ok") is True, f"invoke after approval: {why(r)}",
                ("cli", r.show()))
     finally:
         agent.stop()
@@ -1346,6 +1361,7 @@ def main():
         raise KeyboardInterrupt(f"signal {signum}")
 
     signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGHUP, on_signal)
     atexit.register(Proc.stop_all)
     print(f"goclaw: {w.goclaw}; work folder: {w.root}; non-local address: {w.nonlocal_addr}")
     if pulled:

@@ -160,8 +160,10 @@ def pump(src, dst, decoder, done):
             data = src.recv(65536)
             if not data:
                 break
-            dst.sendall(data)
+            # Log first, then forward: the answer to a frame can then never be
+            # logged before the frame itself.
             decoder.feed(data)
+            dst.sendall(data)
     except OSError:
         pass
     finally:

@@ -21,6 +21,7 @@ OC_V3="openclaw@2026.5.7"
 OC_V4="openclaw@2026.9.6"
 CACHE="${GOCLAW_INTEROP_CACHE:-$HOME/.cache/goclaw-interop}"
 
+command -v npm >/dev/null || { echo "setup.sh: npm not found (Debian: apt-get install npm)" >&2; exit 1; }
 start=$(date +%s.%N)
 mkdir -p "$CACHE"
 # One installer at a time: two harness runs started together must not both
