@@ -286,11 +286,19 @@ def run(argv, env, timeout=CLI_TIMEOUT, cwd=None):
 
 def why(r):
     """The most telling line of a command's output, for a one-line reason."""
-    lines = [l.strip() for l in r.both.splitlines() if l.strip()]
-    pick = [l for l in lines if re.search(r"failed|error|refused|mismatch|unknown|denied|not allowed", l, re.I)
-            and not l.startswith("[openclaw] Try") and not l.startswith("[openclaw] Debug")]
-    line = (pick or lines or ["(no output)"])[0]
-    return f"exit {r.rc}: {line[:300]}"
+    try:
+        doc = parse_json_out(r.out)
+        if isinstance(doc, dict) and isinstance(doc.get("error"), dict) and doc["error"].get("message"):
+            return f"exit {r.rc}: {doc['error']['message'][:300]}"
+    except ValueError:
+        pass
+    lines = [l.strip() for l in r.both.splitlines() if len(l.strip()) > 3]
+    lines = [l for l in lines if not re.match(r"\[openclaw\] (Try|Debug|Help)", l)]
+    for pattern in (r"failed|refused|mismatch|denied|not allowed|unknown|invalid", r"error"):
+        pick = [l for l in lines if re.search(pattern, l, re.I)]
+        if pick:
+            return f"exit {r.rc}: {pick[0][:300]}"
+    return f"exit {r.rc}: {(lines or ['(no output)'])[-1][:300]}"
 
 
 def fill(template, **values):
@@ -699,7 +707,38 @@ def make_agent(release):
     return fx
 
 
+class HostOnGateway:
+    def __init__(self, gw, host):
+        self.gw, self.host = gw, host
+
+    def stop(self):
+        self.host.stop()
+
+
+def make_rhost(release):
+    """A real node host of the same release on the real gateway: the node that
+    goclaw's operator commands are tried on, whatever the agent's state."""
+    def fx(w):
+        gw = w.fixture(f"real_{release}")
+        host = NodeHost(w, release, f"rhost{release[1]}", gw.port)
+        dev = host.device_id()
+
+        def connected():
+            nodes, _ = gw.nodes_json()
+            return any(n.get("nodeId") == dev and n.get("connected") for n in nodes or [])
+
+        if not wait_until("rhost", WAIT_HOSTS, connected, 2):
+            raise CheckFail(f"the real {RELEASES[release]} node host did not attach to its own gateway",
+                            *host.excerpts())
+        if release == "v4":
+            approve_node_surface(gw, dev)
+        return HostOnGateway(gw, host)
+    return fx
+
+
 FIXTURES = {
+    "rhost_v3": make_rhost("v3"),
+    "rhost_v4": make_rhost("v4"),
     "goclaw_lo": fx_goclaw_lo,
     "hosts_lo": fx_hosts_lo,
     "goclaw_lan": fx_goclaw_lan,
@@ -893,7 +932,7 @@ def cli_invoke(w, release):
 
 def cli_health(w, release):
     r, _ = a_cli(w, release, "gateway", "health")
-    expect(r.rc == 0 and re.search(r"^OK\b", r.out, re.M), f"exit {r.rc}, no 'OK' line: {why(r)}",
+    expect(r.rc == 0 and re.search(r"^OK\b", r.out, re.M), f"no 'OK' line: {why(r)}",
            ("cli", r.show()))
 
 
@@ -1041,7 +1080,8 @@ def b_attach(w, release):
 
     got = wait_until("attach", WAIT_AGENT, probe, 2)
     if got == "exited" or not got:
-        why = f"the agent exited ({agent.proc.popen.returncode})" if got == "exited" else \
+        first = (agent.proc.output().strip().splitlines() or [""])[-1][:200]
+        why = f"the agent exited ({agent.proc.popen.returncode}: {first})" if got == "exited" else \
             f"not connected within {WAIT_AGENT}s"
         summary = last_connect_summary(agent.proxy.frames_log) if agent.proxy else ""
         raise CheckFail(f"{why}; {summary}", *agent.excerpts(),
@@ -1153,18 +1193,19 @@ def b_device_status_gated(w, release):
 
 
 def b_goclaw_nodes(w, release):
-    fx = w.fixture(f"agent_{release}")
+    fx = w.fixture(f"rhost_{release}")
+    dev = fx.host.device_id()
     r = w.gc(fill(GOCLAW_NODES, url=fx.gw.url, token=TOKEN))
-    expect(r.rc == 0 and fx.agent.node_id[:12] in r.out,
+    expect(r.rc == 0 and dev[:12] in r.out,
            f"`goclaw nodes` against the real gateway: {why(r)}", ("goclaw nodes", r.show()))
     nodes, rj = goclaw_node_list(w, fx.gw.url)
-    expect(nodes is not None and fx.agent.node_id in node_ids(nodes),
-           f"`goclaw nodes --json`: agent {fx.agent.node_id[:12]}… not listed", ("goclaw nodes --json", rj.show()))
+    expect(nodes is not None and dev in node_ids(nodes),
+           f"`goclaw nodes --json`: node host {dev[:12]}… not listed: {why(rj)}", ("goclaw nodes --json", rj.show()))
 
 
 def b_goclaw_invoke(w, release):
-    fx = w.fixture(f"agent_{release}")
-    r = w.gc(fill(GOCLAW_INVOKE, node=fx.agent.node_id, command="system.which", params='{"bins":["sh"]}',
+    fx = w.fixture(f"rhost_{release}")
+    r = w.gc(fill(GOCLAW_INVOKE, node=fx.host.device_id(), command="system.which", params='{"bins":["sh"]}',
                   url=fx.gw.url, token=TOKEN))
     expect(r.rc == 0 and '"sh"' in r.out, f"{why(r)}", ("goclaw invoke", r.show()))
 
@@ -1228,7 +1269,8 @@ def b_nonlocal(w, release):
         req = wait_until("device request", WAIT_AGENT, pending, 2)
         expect(req and req != "exited",
                f"no pending device request from the agent (remoteIp {w.nonlocal_addr}) within {WAIT_AGENT}s"
-               + (" (goclaw node exited)" if req == "exited" else ""),
+               + (f" (the agent exited: {(agent.proc.output().strip().splitlines() or [''])[-1][:200]})"
+                  if req == "exited" else ""),
                *agent.excerpts(), ("openclaw devices list --json", last["r"].show() if "r" in last else ""),
                excerpt("real gateway log", gw.log(), 6))
         n, _ = find_agent(gw, name)
@@ -1263,6 +1305,11 @@ for rel in ("v3", "v4"):
     bind = (lambda fn, rel: lambda w: fn(w, rel))
     check(f"{p}-real-gateway", uses=[f"real_{rel}"], about=f"the real {ver} gateway starts here and answers")(
         bind(b_gateway, rel))
+    check(f"{p}-goclaw-nodes", uses=[f"real_{rel}", f"rhost_{rel}"], needs=[f"{p}-real-gateway"],
+          about=f"`goclaw nodes` (text and --json) against the real {ver} gateway lists a real {ver} node host")(
+        bind(b_goclaw_nodes, rel))
+    check(f"{p}-goclaw-invoke", uses=[f"real_{rel}", f"rhost_{rel}"], needs=[f"{p}-real-gateway"],
+          about=f"`goclaw invoke <node> system.which` through the real {ver} gateway")(bind(b_goclaw_invoke, rel))
     check(f"{p}-agent-attaches", uses=uses, needs=[f"{p}-real-gateway"],
           about=f"`goclaw node` attaches to the real {ver} gateway (openclaw nodes status: connected)")(bind(b_attach, rel))
     if rel == "v4":
@@ -1280,11 +1327,6 @@ for rel in ("v3", "v4"):
     check(f"{p}-device-status-gated", uses=uses, needs=attach,
           about="device.status is declared, and refused by the real gateway's default linux allowlist")(
         bind(b_device_status_gated, rel))
-    check(f"{p}-goclaw-nodes", uses=uses, needs=attach,
-          about=f"`goclaw nodes` (text and --json) against the real {ver} gateway lists the agent")(
-        bind(b_goclaw_nodes, rel))
-    check(f"{p}-goclaw-invoke", uses=uses, needs=attach,
-          about=f"`goclaw invoke <agent> system.which` through the real {ver} gateway")(bind(b_goclaw_invoke, rel))
     check(f"{p}-gateway-restart", uses=uses, needs=attach,
           about="the real gateway is stopped and started again: the agent reconnects by itself")(bind(b_restart, rel))
     check(f"{p}-device-status", uses=uses, needs=[f"{p}-gateway-restart"],
