@@ -1402,8 +1402,10 @@ def main():
     def on_signal(signum, _frame):
         raise KeyboardInterrupt(f"signal {signum}")
 
-    signal.signal(signal.SIGTERM, on_signal)
-    signal.signal(signal.SIGHUP, on_signal)
+    # SIGINT too: a harness started in the background by a script inherits
+    # SIGINT ignored, and Ctrl-C / kill -INT must still tear everything down.
+    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+        signal.signal(sig, on_signal)
     atexit.register(Proc.stop_all)
     print(f"goclaw: {w.goclaw}; work folder: {w.root}; non-local address: {w.nonlocal_addr}")
     if pulled:
