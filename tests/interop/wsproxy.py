@@ -140,6 +140,18 @@ class FrameDecoder:
             self.log.line(self.conn, f"{self.direction} {name} {len(payload)}B")
 
 
+class BodyLog:
+    """Logs the start of an HTTP body (a refused upgrade: 403, 404, 429...)."""
+
+    def __init__(self, log, conn):
+        self.log, self.conn, self.seen = log, conn, 0
+
+    def feed(self, data):
+        if data and self.seen < 300:
+            self.log.line(self.conn, "S>C body " + repr(data[: 300 - self.seen].decode("utf-8", "replace")))
+        self.seen += len(data)
+
+
 def read_head(sock):
     """Reads an HTTP head (up to the blank line); returns (head, rest)."""
     data = b""
@@ -209,12 +221,17 @@ def handle(client, peer, conn, args, upstream, log):
         log.line(conn, f"open {peer[0]}:{peer[1]} -> {host}:{port} from {src_addr} {method} {path}{extra}")
         up.sendall(("\r\n".join([f"{method} {path} {version}"] + headers) + "\r\n\r\n").encode("latin-1") + rest)
         response, rest_up = read_head(up)
-        log.line(conn, "S>C " + response.split("\r\n", 1)[0].split(" ", 1)[-1])
+        status_line = response.split("\r\n", 1)[0]
+        log.line(conn, "S>C " + status_line.split(" ", 1)[-1])
         client.sendall(response.encode("latin-1") + b"\r\n\r\n" + rest_up)
         client.settimeout(None)
         up.settimeout(None)
         to_server = FrameDecoder(log, conn, "C>S")
         to_client = FrameDecoder(log, conn, "S>C")
+        if status_line.split(" ")[1:2] != ["101"]:
+            # Not upgraded: what follows is an HTTP body, not frames.
+            to_client = BodyLog(log, conn)
+            to_server.broken = True
         to_client.feed(rest_up)
         done = threading.Semaphore(0)
         threading.Thread(target=pump, args=(client, up, to_server, done), daemon=True).start()
