@@ -64,6 +64,12 @@ AGENT_ARGS = [
 ]
 AGENT_RUN_ALLOWED = ["/usr/bin/uptime"]  # system.run argv the agent must run (listed with --exec)
 AGENT_RUN_REFUSED = ["/bin/ls", "/"]  # system.run argv it must refuse (not listed)
+# What the harness reads from goclaw's operator commands: `nodes --json` is a
+# list of node objects (or {"nodes":[...]}) with "nodeId"; `nodes pending
+# --json` a list (or {"pending":[...]}) of {"requestId", "deviceId" or
+# "nodeId"}; `invoke` prints the payload (the checks look for the path that
+# system.which returns). Text forms: the ids (12 first characters will do) and
+# display names appear in `nodes`, the request id or device id in `nodes pending`.
 GOCLAW_NODES = ["nodes", "--url", "{url}", "--token", "{token}"]
 GOCLAW_NODES_JSON = GOCLAW_NODES + ["--json"]
 GOCLAW_PENDING = ["nodes", "pending", "--url", "{url}", "--token", "{token}"]
