@@ -4,6 +4,7 @@
 
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering::SeqCst};
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -19,15 +20,20 @@ use crate::wire::net::{self, ACCEPT_ERROR_PAUSE};
 /// about what a real client's handshake takes.
 const PREAUTH_RETRY: Duration = Duration::from_secs(1);
 
-/// Accepts until shutdown begins; answers the connection that woke it 503.
-pub fn accept_loop(shared: &Arc<Shared>, listener: &TcpListener) {
+/// Accepts until `stop` is set; while shutdown drains the clients, every
+/// new connection is answered 503 (SPEC §3) rather than left unanswered.
+pub fn accept_loop(shared: &Arc<Shared>, listener: &TcpListener, stop: &AtomicBool) {
     loop {
         let accepted = listener.accept();
+        if stop.load(SeqCst) {
+            return;
+        }
         if shared.is_draining() {
             if let Ok((stream, _)) = accepted {
+                shared.metrics.refused(Refusal::ShuttingDown);
                 http::refuse_now(&stream, Refusal::ShuttingDown);
             }
-            return;
+            continue;
         }
         match accepted {
             Ok((stream, addr)) => admit(shared, stream, addr),

@@ -31,6 +31,7 @@ use std::io;
 use std::net::{SocketAddr, TcpListener};
 use std::path::Path;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering::SeqCst};
 use std::thread::{self, JoinHandle};
 use std::time::Instant;
 
@@ -111,6 +112,8 @@ pub struct Gateway {
     accept: Option<JoinHandle<()>>,
     /// A clone of the accept thread's listener, to stop it.
     listener: Option<TcpListener>,
+    /// Tells the accept thread to return.
+    accept_stop: Arc<AtomicBool>,
     heartbeat: Option<JoinHandle<()>>,
     status: Option<StatusServer>,
 }
@@ -135,8 +138,14 @@ impl Gateway {
         }
         let pairing = open_pairing(config.state_dir.as_deref())?;
         let shared = Arc::new(Shared::new(config, local_addr, pairing));
-        let mut gateway =
-            Gateway { shared: shared.clone(), accept: None, listener: None, heartbeat: None, status: None };
+        let mut gateway = Gateway {
+            shared: shared.clone(),
+            accept: None,
+            listener: None,
+            accept_stop: Arc::new(AtomicBool::new(false)),
+            heartbeat: None,
+            status: None,
+        };
         let view = HealthView { metrics: shared.metrics.clone(), readiness: shared.readiness.clone() };
         gateway.status = Some(StatusServer::start(view, status_listener).map_err(StartError::Thread)?);
         let beat = shared.clone();
@@ -147,11 +156,12 @@ impl Gateway {
                 .map_err(StartError::Thread)?,
         );
         let accept = shared.clone();
+        let accept_stop = gateway.accept_stop.clone();
         gateway.listener = Some(listener.try_clone().map_err(StartError::Thread)?);
         gateway.accept = Some(
             thread::Builder::new()
                 .name("accept".into())
-                .spawn(move || accept::accept_loop(&accept, &listener))
+                .spawn(move || accept::accept_loop(&accept, &listener, &accept_stop))
                 .map_err(StartError::Thread)?,
         );
         info!(addr:% = local_addr, metrics_addr:% = status_addr, log_file:% = logging::file_or_none(),
@@ -202,12 +212,6 @@ impl Gateway {
         let active = shared.slots.active();
         shared.notifier.notify(&format!("STOPPING=1\nSTATUS=shutting down, {active} connections"));
         info!(active = active; "shutting down");
-        if let Some(accept) = self.accept.take() {
-            if let Some(listener) = self.listener.take() {
-                net::stop_accepting(&listener);
-            }
-            let _ = accept.join();
-        }
         let (sockets, pending) = shared.hub.drain();
         // Claimed first: a connection greeted in the meantime notifies itself.
         let clients: Vec<_> = sockets.into_iter().filter(|client| client.claim_shutdown()).collect();
@@ -228,6 +232,14 @@ impl Gateway {
             conn.out.abort();
         }
         let joined = shared.threads.join_all();
+        // The accept loop answered 503 all through the drain; now it stops.
+        if let Some(accept) = self.accept.take() {
+            self.accept_stop.store(true, SeqCst);
+            if let Some(listener) = self.listener.take() {
+                net::stop_accepting(&listener);
+            }
+            let _ = accept.join();
+        }
         shared.waker.stop();
         if let Some(heartbeat) = self.heartbeat.take() {
             let _ = heartbeat.join();

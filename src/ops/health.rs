@@ -25,6 +25,11 @@ use crate::wire::net::{self, ACCEPT_ERROR_PAUSE};
 pub const MAX_CONNECTIONS: usize = 4;
 /// Time from accept to a complete request head (the seed's read timeout).
 pub const READ_TIMEOUT: Duration = Duration::from_secs(15);
+/// A connection still without a complete request head after this long is
+/// idle or slow, and is cut to make room when every slot is taken.
+pub const IDLE_AFTER: Duration = Duration::from_secs(1);
+/// How long the accept thread waits for an idle connection's slot to free.
+const ROOM_WAIT: Duration = Duration::from_millis(100);
 /// Longest a response write may block (the seed's write timeout). One
 /// request per connection, so the seed's 60 s idle timeout never applies.
 pub const WRITE_TIMEOUT: Duration = Duration::from_secs(15);
@@ -71,12 +76,23 @@ pub struct StatusServer {
     accept: Option<JoinHandle<()>>,
 }
 
-/// Connection slots, thread handles and sockets (to cut them at stop).
+/// Connection slots, thread handles and sockets (to cut them at stop, or
+/// to make room).
 #[derive(Debug)]
 struct Conns {
     slots: Slots,
     threads: ConnThreads,
-    sockets: parking_lot::Mutex<Vec<(u64, Arc<TcpStream>)>>,
+    sockets: parking_lot::Mutex<Vec<Held>>,
+}
+
+/// One served connection, as the accept thread sees it.
+#[derive(Debug)]
+struct Held {
+    key: u64,
+    stream: Arc<TcpStream>,
+    accepted: Instant,
+    /// Still reading its request head (an idle or slow client, if old).
+    reading: Arc<AtomicBool>,
 }
 
 impl StatusServer {
@@ -112,8 +128,8 @@ impl StatusServer {
             net::stop_accepting(&self.listener);
             let _ = accept.join();
         }
-        for (_, socket) in self.conns.sockets.lock().iter() {
-            net::cut(socket);
+        for held in self.conns.sockets.lock().iter() {
+            net::cut(&held.stream);
         }
         self.conns.threads.join_all();
     }
@@ -141,7 +157,7 @@ fn accept_loop(view: &HealthView, listener: &TcpListener, stop: &AtomicBool, con
                 continue;
             }
         };
-        if !conns.slots.try_acquire() {
+        if !conns.slots.try_acquire() && !conns.make_room() {
             view.metrics.refused(Refusal::AtCapacity);
             http::refuse_now(&stream, Refusal::AtCapacity);
             continue;
@@ -149,11 +165,13 @@ fn accept_loop(view: &HealthView, listener: &TcpListener, stop: &AtomicBool, con
         next_key += 1;
         let key = next_key;
         let stream = Arc::new(stream);
-        conns.sockets.lock().push((key, stream.clone()));
+        let reading = Arc::new(AtomicBool::new(true));
+        let held = Held { key, stream: stream.clone(), accepted: Instant::now(), reading: reading.clone() };
+        conns.sockets.lock().push(held);
         let (view, owned) = (view.clone(), conns.clone());
         let spawned = thread::Builder::new().name("metrics-conn".into()).spawn(move || {
             let _guard = SlotGuard { conns: &owned, key };
-            serve(&view, &stream);
+            serve(&view, &stream, &reading);
         });
         match spawned {
             Ok(handle) => conns.threads.insert(key, handle),
@@ -182,8 +200,34 @@ impl Drop for SlotGuard<'_> {
 impl Conns {
     /// Gives back a connection's slot and forgets its socket.
     fn release(&self, key: u64) {
-        self.sockets.lock().retain(|(k, _)| *k != key);
+        self.sockets.lock().retain(|held| held.key != key);
         self.slots.release();
+    }
+
+    /// Every slot is taken: cuts the oldest connection that has been
+    /// reading its request head for [`IDLE_AFTER`] (an idle or slow client;
+    /// a real probe sends its request at once), and takes its slot once its
+    /// thread lets go. So idle sockets cannot keep `/healthz` from being
+    /// answered (SPEC §6). False if none qualifies or the slot did not free.
+    fn make_room(&self) -> bool {
+        let idle = {
+            let sockets = self.sockets.lock();
+            sockets
+                .iter()
+                .filter(|held| held.reading.load(SeqCst) && held.accepted.elapsed() >= IDLE_AFTER)
+                .min_by_key(|held| held.accepted)
+                .map(|held| held.stream.clone())
+        };
+        let Some(idle) = idle else { return false };
+        net::cut(&idle);
+        let until = Instant::now() + ROOM_WAIT;
+        while Instant::now() < until {
+            if self.slots.try_acquire() {
+                return true;
+            }
+            thread::sleep(Duration::from_millis(1));
+        }
+        false
     }
 }
 
@@ -195,12 +239,14 @@ struct RequestLine {
 }
 
 /// Serves one request on one connection.
-fn serve(view: &HealthView, stream: &TcpStream) {
+fn serve(view: &HealthView, stream: &TcpStream, reading: &AtomicBool) {
     if stream.set_write_timeout(Some(WRITE_TIMEOUT)).is_err() {
         return;
     }
     let deadline = Instant::now() + READ_TIMEOUT;
-    let (status, content_type, body, head_only) = match http::read_head(stream, deadline, parse_request_line) {
+    let head = http::read_head(stream, deadline, parse_request_line);
+    reading.store(false, SeqCst);
+    let (status, content_type, body, head_only) = match head {
         Ok((line, _)) => {
             let head_only = line.method == "HEAD";
             let (status, content_type, body) = route(view, &line);

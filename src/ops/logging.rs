@@ -23,6 +23,7 @@ use log::{Level, LevelFilter, Log, Metadata, Record, SetLoggerError};
 use simplelog::{ColorChoice, ConfigBuilder, TermLogger, TerminalMode};
 
 use crate::wire::frame::push_json_str;
+use crate::wire::text::for_log;
 
 /// Name of the log file inside `STATE_DIR/logs`.
 pub const LOG_FILE_NAME: &str = "goclaw.log";
@@ -225,6 +226,11 @@ fn journald_prefix(level: Level) -> &'static str {
     }
 }
 
+/// Longest field value written to either sink, in bytes: whatever a
+/// client managed to put in a field is cut there, and its control and
+/// invisible characters escaped (SPEC §5).
+pub const MAX_FIELD_BYTES: usize = 256;
+
 /// What a field's value is, for both sinks.
 enum FieldValue {
     /// `None`: the field does not apply; left out.
@@ -245,12 +251,12 @@ fn classify(value: &Value<'_>) -> FieldValue {
     } else if let Some(x) = value.to_f64().filter(|x| x.is_finite()) {
         FieldValue::Bare(x.to_string())
     } else if let Some(s) = value.to_borrowed_str() {
-        FieldValue::Text(s.to_string())
+        FieldValue::Text(for_log(s, MAX_FIELD_BYTES))
     } else {
         match value.to_string() {
             // How `log` renders an `Option::None`.
             text if text == "None" => FieldValue::Absent,
-            text => FieldValue::Text(text),
+            text => FieldValue::Text(for_log(&text, MAX_FIELD_BYTES)),
         }
     }
 }
@@ -509,5 +515,20 @@ mod tests {
         assert_eq!(v["ok"], true);
         assert_eq!(v["node_id"], "quote\"d");
         assert!(v.get("gone").is_none());
+    }
+
+    #[test]
+    fn client_strings_are_cut_and_escaped_in_both_sinks() {
+        let long = format!("a\u{202e}b\n{}", "x".repeat(500_000));
+        let fields: &[(&str, Value<'_>)] = &[("error", Value::from(long.as_str()))];
+        let record = Record::builder().level(Level::Warn).target("goclaw::conn").key_values(&fields).build();
+        let line = json_line(&record, SystemTime::UNIX_EPOCH);
+        assert!(line.len() < 1024, "{} bytes", line.len());
+        let v: serde_json::Value = serde_json::from_slice(&line).unwrap();
+        let logged = v["error"].as_str().unwrap();
+        assert!(logged.starts_with("a\\u{202e}b\\u{a}x") && !logged.contains('\u{202e}'), "{logged}");
+        let mut console = ConsoleFields(String::new());
+        let _ = record.key_values().visit(&mut console);
+        assert!(console.0.len() < 1024 && !console.0.contains(['\n', '\u{202e}']), "{}", console.0);
     }
 }
