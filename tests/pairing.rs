@@ -272,3 +272,62 @@ fn approvals_are_on_disk_and_a_bad_store_stops_the_start() {
     assert_eq!(std::fs::read_to_string(&store).unwrap(), "{\"version\":1,\"paired\":[");
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+/// Issue 12: the gateway process killed (SIGKILL) at any moment of a burst
+/// of approvals leaves a store that loads and holds every approval an
+/// operator saw acknowledged.
+#[test]
+fn a_killed_gateway_keeps_every_acknowledged_approval() {
+    const DEVICES: usize = 4; // pending requests one source may hold
+    let dir = std::env::temp_dir().join(format!("goclaw-crash-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let state = dir.to_str().unwrap().to_string();
+    let serve = || Running::start(serve_command(BIN, "127.0.0.1:0", &["--state-dir", &state]));
+    let (mut devices, mut acknowledged) = (Vec::new(), Vec::new());
+    for round in 0..=DEVICES {
+        let mut gateway = serve();
+        let addr = gateway.addr;
+        // Requests the last round left pending are on disk too: clear them,
+        // as one source may hold only four.
+        let mut op = operator(addr);
+        request(&mut op, "p", "node.pair.list", json!({}));
+        for (i, row) in recv_res(&mut op, "p")["payload"]["pending"].as_array().unwrap().iter().enumerate() {
+            request(&mut op, &format!("r{i}"), "node.pair.reject", json!({"requestId": row["requestId"]}));
+            assert_eq!(recv_res(&mut op, &format!("r{i}"))["ok"], true);
+        }
+        let first = devices.len();
+        devices.extend((0..DEVICES).map(|_| Device::new()));
+        let requests: Vec<String> = devices[first..]
+            .iter()
+            .map(|d| {
+                let (_ws, res) = join(addr, d, "node", true, Some(TOKEN), None);
+                details(&res)["requestId"].as_str().unwrap_or_else(|| panic!("{res}")).to_string()
+            })
+            .collect();
+        // Every approval is sent at once; the process dies after the
+        // `round`-th acknowledgement, with the rest in flight.
+        for (i, request_id) in requests.iter().enumerate() {
+            request(&mut op, &format!("a{i}"), "node.pair.approve", json!({"requestId": request_id}));
+        }
+        let mut seen = 0;
+        while seen < round {
+            let frame = recv(&mut op);
+            if let Some(i) = frame["id"].as_str().and_then(|id| id.strip_prefix('a')) {
+                assert_eq!(frame["ok"], true, "{frame}");
+                seen += 1;
+                acknowledged.push(first + i.parse::<usize>().unwrap());
+            }
+        }
+        gateway.signal(nix::sys::signal::Signal::SIGKILL);
+        assert_eq!(gateway.wait(READ_LIMIT), -1, "killed by the signal");
+    }
+    // The store loads, and every acknowledged device gets in from elsewhere.
+    let gateway = serve();
+    for &i in &acknowledged {
+        let (_ws, res) = join(gateway.addr, &devices[i], "node", true, Some(TOKEN), None);
+        assert_eq!(res["ok"], true, "{res}");
+    }
+    assert_eq!(acknowledged.len(), DEVICES * (DEVICES + 1) / 2);
+    drop(gateway);
+    std::fs::remove_dir_all(&dir).unwrap();
+}
