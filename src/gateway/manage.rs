@@ -148,6 +148,9 @@ fn refused(error: StoreError) -> Failure {
         StoreError::UnknownRequest => Failure::invalid("unknown requestId"),
         StoreError::UnknownDevice => Failure::invalid("unknown deviceId"),
         StoreError::Invalid { .. } => Failure::invalid("the request cannot be approved as it is"),
+        StoreError::TooManyDevices { .. } => {
+            Failure::new(ErrorCode::Unavailable, "too many paired devices; remove one first")
+        }
         other => {
             log::warn!(error:% = other; "the pairing store refused a change");
             Failure::new(ErrorCode::Unavailable, "the pairing store is unavailable")
