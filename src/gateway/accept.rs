@@ -1,5 +1,7 @@
 //! The accept thread: refuses what it can without a thread (per-IP rate
-//! limit, `--max-connections`, shutdown) and starts one thread per admitted
+//! limit, unauthenticated connections per source, `--max-connections`,
+//! shutdown), makes room at the cap by cutting the connection that has gone
+//! longest without authenticating, and starts one thread per admitted
 //! connection. Never reads from a client and never waits on one.
 
 use std::net::{SocketAddr, TcpListener, TcpStream};
@@ -19,6 +21,12 @@ use crate::wire::net::{self, ACCEPT_ERROR_PAUSE};
 /// `Retry-After` for a source at its unauthenticated-connection bound:
 /// about what a real client's handshake takes.
 const PREAUTH_RETRY: Duration = Duration::from_secs(1);
+/// At `--max-connections`, a connection that has not completed `connect`
+/// this long after accept may be cut to make room: a real client takes
+/// milliseconds, one holding a slot through the handshake timeout does not.
+pub const UNAUTHENTICATED_GRACE: Duration = Duration::from_secs(1);
+/// How long the accept thread waits for a cut connection's slot to free.
+const ROOM_WAIT: Duration = Duration::from_millis(100);
 
 /// Accepts until `stop` is set; while shutdown drains the clients, every
 /// new connection is answered 503 (SPEC §3) rather than left unanswered.
@@ -61,7 +69,7 @@ fn admit(shared: &Arc<Shared>, stream: TcpStream, addr: SocketAddr) {
     if !shared.preauth.enter(addr.ip()) {
         return refuse(&stream, Refusal::RateLimited(PREAUTH_RETRY));
     }
-    if !shared.slots.try_acquire() {
+    if !shared.slots.try_acquire() && !make_room(shared, accepted) {
         shared.preauth.leave(addr.ip());
         return refuse(&stream, Refusal::AtCapacity);
     }
@@ -75,4 +83,27 @@ fn admit(shared: &Arc<Shared>, stream: TcpStream, addr: SocketAddr) {
         warn!(addr:% = addr, active = shared.slots.active(); "cannot start a connection thread");
         refuse(conn.out.stream(), Refusal::AtCapacity);
     }
+}
+
+/// Every slot is taken: cuts the connection that has gone longest without
+/// completing `connect`, if it has had [`UNAUTHENTICATED_GRACE`], and takes
+/// its slot once its thread lets go. So connections held open before
+/// `connect` from however many addresses cannot keep authenticated clients
+/// out (SPEC §5). False if none qualifies or the slot did not free in time.
+fn make_room(shared: &Shared, now: Instant) -> bool {
+    let Some(oldest) = now.checked_sub(UNAUTHENTICATED_GRACE).and_then(|before| shared.hub.oldest_waiting(before))
+    else {
+        return false;
+    };
+    shared.metrics.error(ErrorType::Capacity);
+    debug!(conn_id:% = oldest.id, addr:% = oldest.addr; "cut before connect to make room");
+    oldest.out.cut();
+    let until = Instant::now() + ROOM_WAIT;
+    while Instant::now() < until {
+        if shared.slots.try_acquire() {
+            return true;
+        }
+        thread::sleep(Duration::from_millis(1));
+    }
+    false
 }

@@ -40,12 +40,11 @@ pub const CONN_STACK_BYTES: usize = 128 * 1024;
 pub fn spawn(shared: &Arc<Shared>, stream: TcpStream, addr: SocketAddr, accepted: Instant) -> Result<(), Arc<Conn>> {
     let id = Uuid::new_v4();
     let key = shared.next_key();
-    let conn = Arc::new(Conn::new(id, key, addr, Outbox::new(stream, shared.queue_limit_bytes)));
+    let conn = Arc::new(Conn::new(id, key, addr, accepted, Outbox::new(stream, shared.queue_limit_bytes)));
     shared.hub.add(conn.clone());
     let guard = ConnGuard {
         shared: shared.clone(),
         conn: conn.clone(),
-        accepted,
         running: false,
         who: Who::default(),
         end: End::new(Level::Error, "ended without a reason"),
@@ -68,7 +67,6 @@ pub fn spawn(shared: &Arc<Shared>, stream: TcpStream, addr: SocketAddr, accepted
 struct ConnGuard {
     shared: Arc<Shared>,
     conn: Arc<Conn>,
-    accepted: Instant,
     /// False until the thread runs: a guard dropped by a failed spawn only
     /// releases what it holds.
     running: bool,
@@ -108,7 +106,7 @@ impl Drop for ConnGuard {
             role = self.who.role.map(Role::as_str), node_id = self.who.node_id.as_deref(),
             reason = end.reason, code = end.server_code, client_code = end.client_code,
             error = end.detail.as_deref(),
-            duration_ms = self.accepted.elapsed().as_millis() as u64, active = active;
+            duration_ms = self.conn.accepted.elapsed().as_millis() as u64, active = active;
             "client disconnected");
         shared.threads.finished(self.conn.key);
     }
@@ -123,7 +121,7 @@ fn run(mut guard: ConnGuard) {
 
 /// The whole life of a connection; returns how it ended.
 fn life(shared: &Arc<Shared>, conn: &Arc<Conn>, guard: &mut ConnGuard) -> End {
-    let deadline = guard.accepted + shared.config.handshake_timeout;
+    let deadline = conn.accepted + shared.config.handshake_timeout;
     let (tail, peer) = match handshake::upgrade(shared, conn, deadline) {
         Ok(upgraded) => upgraded,
         Err(end) => return end,
@@ -169,7 +167,8 @@ mod tests {
             let stream = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
             let _client = listener.accept().unwrap();
             let key = shared.next_key();
-            Arc::new(Conn::new(Uuid::new_v4(), key, stream.local_addr().unwrap(), Outbox::new(stream, 1 << 20)))
+            let addr = stream.local_addr().unwrap();
+            Arc::new(Conn::new(Uuid::new_v4(), key, addr, Instant::now(), Outbox::new(stream, 1 << 20)))
         };
         let operator = socket(&shared);
         shared.hub.add(operator.clone());
@@ -194,7 +193,6 @@ mod tests {
         let guard = ConnGuard {
             shared: shared.clone(),
             conn: node.clone(),
-            accepted: Instant::now(),
             running: true,
             who: Who { role: Some(Role::Node), node_id: Some("n1".into()), authenticated: true },
             end: End::new(Level::Info, "test"),

@@ -7,7 +7,7 @@
 //! from the map (result, timeout, node gone, shutdown): that is the
 //! exactly-one-response guarantee.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
 use std::time::{Duration, Instant};
@@ -107,6 +107,9 @@ struct Inner {
     draining: bool,
     /// Every connection with a thread, handshaking or not: the shutdown cut.
     all: HashMap<u64, Arc<Conn>>,
+    /// `connect` not done yet, in accept order (keys grow): the ones to cut
+    /// first when the gateway is full.
+    waiting: BTreeMap<u64, Arc<Conn>>,
     /// Upgraded to WebSocket, `connect` not done yet.
     upgraded: HashMap<u64, Arc<Conn>>,
     /// Clients past `connect`: pings, ticks, the shutdown event.
@@ -146,7 +149,16 @@ impl Hub {
 
     /// Registers a connection as soon as its thread exists.
     pub fn add(&self, conn: Arc<Conn>) {
-        self.inner.lock().all.insert(conn.key, conn);
+        let mut inner = self.inner.lock();
+        inner.waiting.insert(conn.key, conn.clone());
+        inner.all.insert(conn.key, conn);
+    }
+
+    /// The connection that has gone longest without completing `connect`,
+    /// if it was accepted before `before`.
+    pub fn oldest_waiting(&self, before: Instant) -> Option<Arc<Conn>> {
+        let inner = self.inner.lock();
+        inner.waiting.values().next().filter(|conn| conn.accepted < before).cloned()
     }
 
     /// Removes a connection from every registry. `node_id` is its node id if
@@ -154,6 +166,7 @@ impl Hub {
     pub fn remove(&self, conn: &Conn, node_id: Option<&str>) -> Departure {
         let mut inner = self.inner.lock();
         inner.all.remove(&conn.key);
+        inner.waiting.remove(&conn.key);
         inner.upgraded.remove(&conn.key);
         if inner.clients.remove(&conn.key).is_some() {
             self.metrics.add_clients(-1);
@@ -196,6 +209,7 @@ impl Hub {
         if inner.draining {
             return Err(Draining);
         }
+        inner.waiting.remove(&conn.key);
         inner.upgraded.remove(&conn.key);
         inner.clients.insert(conn.key, conn.clone());
         inner.operators.insert(conn.key, conn.clone());
@@ -217,6 +231,7 @@ impl Hub {
         if inner.nodes.get(&info.id).is_some_and(|old| old.info.identity != info.identity) {
             return Err(JoinError::Taken);
         }
+        inner.waiting.remove(&conn.key);
         inner.upgraded.remove(&conn.key);
         inner.clients.insert(conn.key, conn.clone());
         self.metrics.add_clients(1);

@@ -48,6 +48,7 @@ use crate::util::ConfigError;
 use crate::wire::frame::ErrorCode;
 use crate::wire::net;
 
+pub use accept::UNAUTHENTICATED_GRACE;
 pub use conn::CONN_STACK_BYTES;
 
 /// The pairing store's file in the state directory.

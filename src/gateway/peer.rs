@@ -5,6 +5,7 @@
 use std::net::SocketAddr;
 use std::sync::OnceLock;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering::SeqCst};
+use std::time::Instant;
 
 use uuid::Uuid;
 
@@ -19,6 +20,9 @@ pub struct Conn {
     pub key: u64,
     /// The peer's address.
     pub addr: SocketAddr,
+    /// When its TCP connection was accepted: the handshake deadline counts
+    /// from here.
+    pub accepted: Instant,
     /// The write side; also owns the socket.
     pub out: Outbox,
     /// Invokes this connection (an operator) is waiting for. Only changed
@@ -37,11 +41,12 @@ pub struct Conn {
 
 impl Conn {
     /// A connection around its socket.
-    pub fn new(id: Uuid, key: u64, addr: SocketAddr, out: Outbox) -> Conn {
+    pub fn new(id: Uuid, key: u64, addr: SocketAddr, accepted: Instant, out: Outbox) -> Conn {
         Conn {
             id,
             key,
             addr,
+            accepted,
             out,
             pending: AtomicUsize::new(0),
             greeted: AtomicBool::new(false),

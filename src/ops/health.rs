@@ -25,9 +25,6 @@ use crate::wire::net::{self, ACCEPT_ERROR_PAUSE};
 pub const MAX_CONNECTIONS: usize = 4;
 /// Time from accept to a complete request head (the seed's read timeout).
 pub const READ_TIMEOUT: Duration = Duration::from_secs(15);
-/// A connection still without a complete request head after this long is
-/// idle or slow, and is cut to make room when every slot is taken.
-pub const IDLE_AFTER: Duration = Duration::from_secs(1);
 /// How long the accept thread waits for an idle connection's slot to free.
 const ROOM_WAIT: Duration = Duration::from_millis(100);
 /// Longest a response write may block (the seed's write timeout). One
@@ -204,17 +201,18 @@ impl Conns {
         self.slots.release();
     }
 
-    /// Every slot is taken: cuts the oldest connection that has been
-    /// reading its request head for [`IDLE_AFTER`] (an idle or slow client;
-    /// a real probe sends its request at once), and takes its slot once its
-    /// thread lets go. So idle sockets cannot keep `/healthz` from being
-    /// answered (SPEC §6). False if none qualifies or the slot did not free.
+    /// Every slot is taken: cuts the oldest connection still reading its
+    /// request head (an idle or slow client: a real probe sends its request
+    /// at once, and one being answered is never cut), and takes its slot
+    /// once its thread lets go. So idle sockets, even ones reopened as soon
+    /// as they are cut, cannot keep `/healthz` from being answered (SPEC §6).
+    /// False if none qualifies or the slot did not free.
     fn make_room(&self) -> bool {
         let idle = {
             let sockets = self.sockets.lock();
             sockets
                 .iter()
-                .filter(|held| held.reading.load(SeqCst) && held.accepted.elapsed() >= IDLE_AFTER)
+                .filter(|held| held.reading.load(SeqCst))
                 .min_by_key(|held| held.accepted)
                 .map(|held| held.stream.clone())
         };
