@@ -93,14 +93,26 @@ def check(name, condition, detail):
         raise SystemExit(1)
 
 
+def reason(error):
+    """goclaw's own reason: `error.details.code` (the top-level `code` is the
+    real OpenClaw gateway's for the same situation, SPEC §4)."""
+    return (error.get("details") or {}).get("code")
+
+
 async def probe_wrong_token(addr):
+    wrong = "wrong-probe-token-5f1c"
     async with websockets.connect(url(addr)) as ws:
         await ws.recv()
-        await ws.send(connect_frame(token="wrong"))
-        answer = json.loads(await ws.recv())
+        await ws.send(connect_frame(token=wrong))
+        text = await ws.recv()
+        error = json.loads(text)["error"]
         code, _ = await close_code(ws)
-    check("wrong token", answer["error"]["code"] == "UNAUTHORIZED" and code == 1008,
-          f"{answer['error']['code']}, then close {code}")
+    # OpenClaw answers a token mismatch with INVALID_REQUEST; goclaw's reason
+    # is in details.code. The message is short and never echoes the token.
+    check("wrong token", error["code"] == "INVALID_REQUEST" and reason(error) == "UNAUTHORIZED" and code == 1008
+          and len(error["message"].encode()) <= 256 and wrong not in text,
+          f"{error['code']} ({reason(error)}), {len(error['message'].encode())}-byte message without the token, "
+          f"then close {code}")
 
 
 async def probe_oversized(addr):
@@ -158,7 +170,7 @@ async def probe_flood(addr):
     limited = 0
     for i in range(30):
         await ws.send(json.dumps({"type": "req", "id": str(i), "method": "health"}))
-        if json.loads(await ws.recv()).get("error", {}).get("code") == "RATE_LIMITED":
+        if reason(json.loads(await ws.recv()).get("error", {})) == "RATE_LIMITED":
             limited += 1
     started = time.monotonic()
     code = None
