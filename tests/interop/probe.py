@@ -93,14 +93,26 @@ def check(name, condition, detail):
         raise SystemExit(1)
 
 
+def reason(error):
+    """goclaw's own reason: `error.details.code` (the top-level `code` is the
+    real OpenClaw gateway's for the same situation, SPEC §4)."""
+    return (error.get("details") or {}).get("code")
+
+
 async def probe_wrong_token(addr):
+    wrong = "wrong-probe-token-5f1c"
     async with websockets.connect(url(addr)) as ws:
         await ws.recv()
-        await ws.send(connect_frame(token="wrong"))
-        answer = json.loads(await ws.recv())
+        await ws.send(connect_frame(token=wrong))
+        text = await ws.recv()
+        error = json.loads(text)["error"]
         code, _ = await close_code(ws)
-    check("wrong token", answer["error"]["code"] == "UNAUTHORIZED" and code == 1008,
-          f"{answer['error']['code']}, then close {code}")
+    # OpenClaw answers a token mismatch with INVALID_REQUEST; goclaw's reason
+    # is in details.code. The message is short and never echoes the token.
+    check("wrong token", error["code"] == "INVALID_REQUEST" and reason(error) == "UNAUTHORIZED" and code == 1008
+          and len(error["message"].encode()) <= 256 and wrong not in text,
+          f"{error['code']} ({reason(error)}), {len(error['message'].encode())}-byte message without the token, "
+          f"then close {code}")
 
 
 async def probe_oversized(addr):
@@ -155,21 +167,25 @@ def probe_silent(addr):
 
 async def probe_flood(addr):
     ws = await connected(addr)
-    limited = 0
+    limited, first_limited = 0, None
     for i in range(30):
         await ws.send(json.dumps({"type": "req", "id": str(i), "method": "health"}))
-        if json.loads(await ws.recv()).get("error", {}).get("code") == "RATE_LIMITED":
+        if reason(json.loads(await ws.recv()).get("error", {})) == "RATE_LIMITED":
             limited += 1
-    started = time.monotonic()
+            first_limited = first_limited or time.monotonic()
+    # The gateway closes a client that has been flooding for 10 s, counted
+    # from its first refusal; keep flooding past that (at most 15 s) rather
+    # than stop right at it, which raced the close by milliseconds.
     code = None
-    while code is None and time.monotonic() - started < 10:
+    while code is None and first_limited and time.monotonic() - first_limited < 15:
         try:
             await ws.send(json.dumps({"type": "req", "id": "f", "method": "health"}))
             await ws.recv()
         except websockets.ConnectionClosed:
             code = ws.close_code
-    check("message flood (5/s, burst 5)", limited >= 20 and code == 1008,
-          f"{limited}/30 RATE_LIMITED, then close {code} after {time.monotonic() - started:.1f}s more")
+    flooded = time.monotonic() - first_limited if first_limited else 0
+    check("message flood (5/s, burst 5)", limited >= 20 and code == 1008 and 9.5 < flooded < 12,
+          f"{limited}/30 RATE_LIMITED, then close {code} after {flooded:.1f}s of flooding")
 
 
 def probe_rate_limit(addr):

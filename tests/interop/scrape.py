@@ -42,8 +42,10 @@ async def traffic(url):
 
 
 def main():
+    # --allow-token-nodes: the Python node below presents no device identity
+    # (it does not sign), so it connects with the shared token alone (SPEC §4.4).
     process = subprocess.Popen([sys.argv[1], "serve", "--listen", "127.0.0.1:0", "--metrics-listen", "127.0.0.1:0",
-                                "--token", TOKEN], stderr=subprocess.PIPE, text=True)
+                                "--token", TOKEN, "--allow-token-nodes"], stderr=subprocess.PIPE, text=True)
     try:
         for line in process.stderr:
             if "listening" in line:
