@@ -6,6 +6,7 @@
 
 use std::io::{self, ErrorKind, Read, Write};
 use std::sync::Arc;
+use std::thread;
 use std::time::{Duration, Instant};
 
 use log::Level;
@@ -26,6 +27,10 @@ use crate::wire::ws::OP_CLOSE;
 
 /// When the `shutdown` event tells clients to expect the gateway back.
 const RESTART_EXPECTED_MS: u64 = 5000;
+/// How long a connection's thread pauses after a frame over the message
+/// rate before it reads on: a flood is read at most about a thousand
+/// frames a second, still enough to tell it from a burst.
+const OVER_RATE_PAUSE: Duration = Duration::from_millis(1);
 /// The reason tungstenite puts in its answer to a forbidden close code.
 const INVALID_CODE_REASON: &str = "Protocol violation";
 
@@ -147,6 +152,9 @@ pub fn next_text(
             Verdict::Pass => true,
             Verdict::Limited => {
                 shared.metrics.error(ErrorType::RateLimit);
+                // Only this connection's thread waits: TCP's flow control
+                // then slows the flooder, and the flood costs little CPU.
+                thread::sleep(OVER_RATE_PAUSE);
                 false
             }
             Verdict::Flooding => {
