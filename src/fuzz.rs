@@ -7,7 +7,7 @@
 
 use serde_json::value::RawValue;
 
-use crate::gateway::{NodeIdentity, NodeInfo, write_invoke_ok};
+use crate::gateway::{Forms, NodeIdentity, NodeInfo, write_invoke_ok};
 use crate::wire::frame::{ErrorCode, Failure};
 use crate::wire::{connect, frame, http, params};
 
@@ -73,9 +73,11 @@ fn connect_params_of(params: Option<&RawValue>) {
 
 fn invoke_result_of(params: Option<&RawValue>) {
     let Ok(result) = params::parse_result(params) else { return };
-    let mut out = Vec::new();
-    write_invoke_ok(&mut out, r#""r1""#, "node-1", "echo", &result.outcome);
-    assert_json(&out);
+    for forms in [Forms::Both, Forms::PayloadOnly] {
+        let mut out = Vec::new();
+        write_invoke_ok(&mut out, r#""r1""#, "node-1", "echo", &result.outcome, forms);
+        assert_json(&out);
+    }
 }
 
 fn error_response(id: Option<&str>) -> Vec<u8> {

@@ -115,6 +115,19 @@ fn invokes_and_results_never_exceed_max_payload_or_carry_unparsable_json() {
     assert_eq!(result.len(), MAX);
     long.send(Message::text(result)).unwrap();
     assert_eq!(code(&response_within(&mut op, "r", MAX)), "TOO_LARGE");
+    // A payloadJSON result that fits alone but not beside its parsed
+    // `payload`: the answer carries `payload` alone.
+    request(&mut op, "j", "node.invoke", json!({"nodeId": "pi", "command": "echo"}));
+    let routed = recv_event(&mut node, "node.invoke.request");
+    let text = json!("z".repeat(40 * 1024)).to_string();
+    send(
+        &mut node,
+        &json!({"type": "req", "id": "j", "method": "node.invoke.result",
+        "params": {"id": routed["payload"]["id"], "ok": true, "payloadJSON": text}}),
+    );
+    let answer = response_within(&mut op, "j", MAX);
+    assert_eq!(answer["payload"]["payload"].as_str().map(str::len), Some(40 * 1024));
+    assert!(answer["payload"].get("payloadJSON").is_none());
     // A result no strict parser takes is refused to the node, not forwarded.
     request(&mut op, "s", "node.invoke", json!({"nodeId": "pi", "command": "echo", "timeoutMs": 500}));
     let routed = recv_event(&mut node, "node.invoke.request");

@@ -56,7 +56,7 @@ pub const PAIRING_FILE: &str = "pairing.json";
 #[cfg(any(test, fuzzing))]
 pub use node::{NodeIdentity, NodeInfo};
 #[cfg(any(test, fuzzing))]
-pub use send::write_invoke_ok;
+pub use send::{Forms, write_invoke_ok};
 pub use state::{queue_limit_bytes, ws_config};
 
 /// Why the gateway could not start. Fatal: the process exits non-zero with

@@ -125,12 +125,21 @@ impl Shared {
                 (error_frame(id, &failure), InvokeOutcome::Error)
             }
             Answer::Node(result) => {
-                let mut frame = DataFrame::with_capacity(OP_TEXT, 256);
-                write_invoke_ok(frame.body(), &pending.request_id, &pending.node_id, &pending.command, result);
-                if self.fits(&frame) {
-                    (frame, InvokeOutcome::Ok)
-                } else {
-                    (error_frame(id, &too_large()), InvokeOutcome::Error)
+                let answer = [Forms::Both, Forms::PayloadOnly].into_iter().find_map(|forms| {
+                    let mut frame = DataFrame::with_capacity(OP_TEXT, 256);
+                    write_invoke_ok(
+                        frame.body(),
+                        &pending.request_id,
+                        &pending.node_id,
+                        &pending.command,
+                        result,
+                        forms,
+                    );
+                    self.fits(&frame).then_some(frame)
+                });
+                match answer {
+                    Some(frame) => (frame, InvokeOutcome::Ok),
+                    None => (error_frame(id, &too_large()), InvokeOutcome::Error),
                 }
             }
             Answer::Gateway(code, message) => {
@@ -187,26 +196,45 @@ fn error_frame(id: Option<&str>, failure: &Failure) -> DataFrame {
     frame
 }
 
-/// `node.invoke`'s answer as OpenClaw wraps it: `{ok, nodeId, command}` and
-/// the node's `payload` or `payloadJSON` as it sent it, never both. The
-/// node's bytes are copied as they came (docs/AUDIT.md, "JSON on the wire").
-pub fn write_invoke_ok(out: &mut Vec<u8>, request_id: &str, node_id: &str, command: &str, result: &Outcome<'_>) {
+/// Which forms of a node's `payloadJSON` result `node.invoke`'s answer
+/// carries.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Forms {
+    /// `payload` (the JSON the string holds) and `payloadJSON`, as the real
+    /// gateway answers: the real CLIs print `payload`.
+    Both,
+    /// `payload` alone: the answer with both would exceed `maxPayload`.
+    PayloadOnly,
+}
+
+/// `node.invoke`'s answer as OpenClaw wraps it: `{ok, nodeId, command,
+/// payload}`, plus `payloadJSON` when the node sent that form. The node's
+/// bytes are copied as they came, already checked strict
+/// (docs/AUDIT.md, "JSON on the wire").
+pub fn write_invoke_ok(
+    out: &mut Vec<u8>,
+    request_id: &str,
+    node_id: &str,
+    command: &str,
+    result: &Outcome<'_>,
+    forms: Forms,
+) {
     out.extend_from_slice(br#"{"type":"res","id":"#);
     out.extend_from_slice(request_id.as_bytes());
     out.extend_from_slice(br#","ok":true,"payload":{"ok":true,"nodeId":"#);
     frame::push_json_str(out, node_id);
     out.extend_from_slice(br#","command":"#);
     frame::push_json_str(out, command);
-    match result {
-        Outcome::PayloadJson(text) => {
-            out.extend_from_slice(br#","payloadJSON":"#);
-            frame::push_json_str(out, text);
-        }
-        Outcome::Payload(raw) => {
-            out.extend_from_slice(br#","payload":"#);
-            out.extend_from_slice(raw.as_bytes());
-        }
-        Outcome::Empty | Outcome::Err { .. } => out.extend_from_slice(br#","payload":null"#),
+    let json = match result {
+        Outcome::PayloadJson(text) => text,
+        Outcome::Payload(raw) => *raw,
+        Outcome::Empty | Outcome::Err { .. } => "null",
+    };
+    out.extend_from_slice(br#","payload":"#);
+    out.extend_from_slice(json.as_bytes());
+    if forms == Forms::Both && matches!(result, Outcome::PayloadJson(_)) {
+        out.extend_from_slice(br#","payloadJSON":"#);
+        frame::push_json_str(out, json);
     }
     out.extend_from_slice(b"}}");
 }
