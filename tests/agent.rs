@@ -188,3 +188,38 @@ fn operators_name_a_node_by_instance_id_display_name_or_id_prefix() {
     assert_eq!(code, Some(1));
     assert!(err.starts_with("NODE_NOT_FOUND: "), "{err}");
 }
+
+#[test]
+fn a_gateway_silent_for_two_tick_intervals_is_left_with_4000_and_the_node_comes_back() {
+    use tungstenite::Message;
+    // A gateway that greets with a 1 s tick interval, then says nothing.
+    let scratch = Scratch::new("agent-silent");
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let node = node(&scratch, addr, "box-s", &[]);
+    let mut connections = Vec::new();
+    for _ in 0..2 {
+        let (stream, _) = listener.accept().unwrap();
+        stream.set_read_timeout(Some(READ_LIMIT)).unwrap();
+        let mut ws = tungstenite::accept(stream).unwrap();
+        let challenge = r#"{"type":"event","event":"connect.challenge","payload":{"nonce":"n","ts":1}}"#;
+        ws.send(Message::text(challenge)).unwrap();
+        let connect: Value = serde_json::from_str(ws.read().unwrap().to_text().unwrap()).unwrap();
+        assert_eq!(connect["params"]["client"]["id"], "node-host");
+        let hello = serde_json::json!({"type": "res", "id": connect["id"], "ok": true,
+            "payload": {"type": "hello-ok", "protocol": 3, "policy": {"tickIntervalMs": 1000}}});
+        ws.send(Message::text(hello.to_string())).unwrap();
+        let started = std::time::Instant::now();
+        let close = loop {
+            match ws.read().unwrap() {
+                Message::Close(frame) => break frame.unwrap(),
+                _ => continue,
+            }
+        };
+        assert_eq!((u16::from(close.code), close.reason.as_str()), (4000, "tick timeout"));
+        let silent = started.elapsed();
+        assert!(silent >= Duration::from_secs(2) && silent < Duration::from_secs(4), "{silent:?}");
+        connections.push(ws);
+    }
+    node.line("two tick intervals", READ_LIMIT);
+}
