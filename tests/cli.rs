@@ -25,7 +25,9 @@ fn url(addr: SocketAddr) -> String {
 /// This test process's scratch folder (the operators' HOME, the nodes' and
 /// gateways' state directories).
 fn scratch(name: &str) -> String {
-    let dir = std::env::temp_dir().join(format!("goclaw-cli-test-{}", std::process::id())).join(name);
+    // Under target/ (cargo's scratch for integration tests), not /tmp.
+    let dir =
+        std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("cli-test-{}", std::process::id())).join(name);
     std::fs::create_dir_all(&dir).unwrap();
     dir.to_str().unwrap().to_string()
 }
@@ -144,7 +146,7 @@ fn start_node(addr: SocketAddr, id: &str, extra: &[&str]) -> Background {
 
 /// An executable script in a fresh directory.
 fn script(name: &str, body: &str) -> String {
-    let dir = std::env::temp_dir().join(format!("goclaw-cli-test-{}", std::process::id()));
+    let dir = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("cli-test-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let path = dir.join(name);
     std::fs::write(&path, format!("#!/bin/sh\n{body}\n")).unwrap();

@@ -32,7 +32,9 @@ fn openssl(dir: &Path, args: &[&str]) {
 fn pki() -> Pki {
     static MADE: std::sync::Mutex<bool> = std::sync::Mutex::new(false);
     let mut made = MADE.lock().unwrap_or_else(|e| e.into_inner());
-    let dir = std::env::temp_dir().join(format!("goclaw-tls-test-{}", std::process::id()));
+    // Under target/ (shared by every test of this process, so not removed
+    // by any one of them): `cargo clean` takes it, /tmp is left alone.
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("target/tmp").join(format!("tls-test-{}", std::process::id()));
     if *made {
         return Pki { dir };
     }
