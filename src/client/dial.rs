@@ -59,7 +59,7 @@ impl Dialer {
                     let welcome = Welcome::read(&hello_ok);
                     if let (Some(token), Some(device)) =
                         (&welcome.device_token, self.device.as_mut().filter(|_| signed))
-                        && let Err(e) = device.store_token(&gateway, role, token)
+                        && let Err(e) = device.store_token(&gateway, role, token.secret())
                     {
                         warn!(error:% = e; "cannot keep the device token the gateway issued; the shared token stays needed");
                     }

@@ -183,8 +183,9 @@ impl Hello<'_> {
     }
 }
 
-/// What a client reads from `hello-ok`.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// What a client reads from `hello-ok`. `Debug` shows the device token as
+/// `***`.
+#[derive(Debug, Clone)]
 pub struct Welcome {
     /// The protocol the gateway speaks on this connection.
     pub protocol: u64,
@@ -195,7 +196,7 @@ pub struct Welcome {
     /// The scopes granted, if the gateway says.
     pub scopes: Option<Vec<String>>,
     /// A device token issued for this device and role, to keep.
-    pub device_token: Option<String>,
+    pub device_token: Option<Token>,
 }
 
 impl Welcome {
@@ -210,10 +211,10 @@ impl Welcome {
             scopes: auth["scopes"]
                 .as_array()
                 .map(|s| s.iter().filter_map(Value::as_str).take(64).map(str::to_string).collect()),
+            // Empty or longer than MAX_TOKEN_BYTES: not one to keep.
             device_token: auth["deviceToken"]
                 .as_str()
-                .filter(|t| !t.is_empty() && t.len() <= crate::wire::auth::MAX_TOKEN_BYTES)
-                .map(str::to_string),
+                .and_then(|t| Token::new("hello-ok.auth.deviceToken", t.to_string()).ok()),
         }
     }
 }
@@ -333,11 +334,12 @@ mod tests {
             "auth":{"role":"node","scopes":[],"deviceToken":"tok"},"policy":{"tickIntervalMs":15000}});
         let welcome = Welcome::read(&hello);
         assert_eq!(welcome.tick_interval, Duration::from_secs(15));
-        assert_eq!(welcome.device_token.as_deref(), Some("tok"));
+        assert_eq!(welcome.device_token.as_ref().map(Token::secret), Some("tok"));
+        assert!(!format!("{welcome:?}").contains("tok\""), "{welcome:?}");
         assert_eq!((welcome.protocol, welcome.conn_id.as_str()), (3, "c1"));
         let bare = Welcome::read(&json!({}));
         assert_eq!(bare.tick_interval, Duration::from_secs(30));
-        assert_eq!((bare.device_token, bare.scopes), (None, None));
+        assert!(bare.device_token.is_none() && bare.scopes.is_none());
         let zero = Welcome::read(&json!({"policy":{"tickIntervalMs":0}}));
         assert_eq!(zero.tick_interval, Duration::from_secs(1));
     }
