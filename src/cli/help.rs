@@ -84,11 +84,12 @@ pub fn operator(command: &str, sub: Option<&str>) -> String {
         ),
         ("nodes", Some("pending" | "approve" | "reject" | "remove")) => (
             "goclaw nodes pending | approve REQUEST | reject REQUEST | remove NODE [FLAGS]",
-            "Pairing, on goclaw or an OpenClaw gateway. pending lists the requests waiting: devices\n\
-             (node.pair.list and device.pair.list; on OpenClaw a device's approval and a node's commands\n\
-             are two requests). approve and reject decide one by its id (node.pair.*, else device.pair.*\n\
-             for an id the node methods do not know). remove NODE unpairs a node (id, instance id,\n\
-             display name or id prefix); on goclaw its connection closes. Exits as goclaw nodes.",
+            "Pairing, on goclaw or an OpenClaw gateway. pending lists the requests waiting, from both\n\
+             node.pair.list and device.pair.list (on OpenClaw a device's approval and its node's\n\
+             commands are two requests; KIND says which). approve and reject decide one by its id\n\
+             (node.pair.*, else device.pair.* for an id the node methods do not know). remove NODE\n\
+             unpairs a node (id, instance id, display name or id prefix); on goclaw its connection\n\
+             closes. Exits as goclaw nodes.",
             "  --json               pending: print the requests as JSON\n",
         ),
         ("nodes", _) => (
