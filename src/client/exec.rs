@@ -247,5 +247,6 @@ mod tests {
         let missing =
             Exec { name: "missing".into(), program: "/nonexistent/goclaw-program".into(), invoked_as: "x".into() };
         assert_eq!(run_program(&missing, "null", second).unwrap_err().0, "EXEC_FAILED");
+        std::fs::remove_dir_all(echo.program.parent().unwrap()).unwrap();
     }
 }
