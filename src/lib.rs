@@ -51,12 +51,14 @@ pub mod fuzz;
 
 pub use cli::{Command, parse as parse_args};
 pub use client::agent::{NodeConfig, run as run_node};
+pub use client::conn::Target;
 pub use client::endpoint::Endpoint;
 pub use client::error::ClientError;
 pub use client::exec::Exec;
 pub use client::operator::{
-    EXIT_CONNECTION, EXIT_GATEWAY_ERROR, EXIT_REFUSED, EXIT_USAGE, REFUSED_ATTEMPTS, Target, invoke, nodes, watch,
+    EXIT_CONNECTION, EXIT_GATEWAY_ERROR, EXIT_REFUSED, EXIT_USAGE, Operator, REFUSED_ATTEMPTS, invoke, nodes, watch,
 };
+pub use client::pairing::{PairingAction, pairing};
 pub use gateway::config::Config;
 pub use gateway::{CONN_STACK_BYTES, Gateway, ShutdownReport, StartError};
 pub use ops::health::probe as probe_health;

@@ -2,10 +2,12 @@
 //! SIGINT or SIGTERM, shuts it down in order and exits 0. A second signal
 //! exits 130 at once. Bad input exits 2, a failed start 1, each with one line.
 //! `goclaw healthcheck` probes a running gateway and exits 0 or 1.
-//! `goclaw node` runs the node agent until SIGINT or SIGTERM (exit 0);
-//! `goclaw nodes`, `invoke` and `watch` exit 0, 1 for an error answer, 2 for
-//! bad usage, 3 when the gateway cannot be reached and 4 when it still
-//! refuses the connection for now after bounded retries.
+//! `goclaw node` runs the node agent until SIGINT or SIGTERM (exit 0; 1
+//! when its device key cannot be read); `goclaw nodes` (and its pairing
+//! subcommands), `invoke` and `watch` exit 0, 1 for an error answer (or a
+//! device key that cannot be read), 2 for bad usage, 3 when the gateway
+//! cannot be reached and 4 when it still refuses the connection for now
+//! after bounded retries, or this client's device waits for approval.
 
 #![forbid(unsafe_code)]
 
@@ -59,13 +61,22 @@ fn main() -> ExitCode {
         Ok(Command::Node(config)) => {
             let Some(logs) = logging(config.log_level, None) else { return ExitCode::FAILURE };
             let Some(stop) = stop_on_signal() else { return ExitCode::FAILURE };
-            goclaw::run_node(&config, &stop);
+            let ran = goclaw::run_node(&config, &stop);
             logs.finish();
-            ExitCode::SUCCESS
+            match ran {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    error_line!("goclaw: {e}");
+                    ExitCode::FAILURE
+                }
+            }
         }
-        Ok(Command::Nodes { target, json }) => client_exit(goclaw::nodes(&target, json, &mut std::io::stdout())),
-        Ok(Command::Invoke { target, node, command, params, timeout, json }) => {
-            let answer = goclaw::invoke(&target, &node, &command, params, timeout);
+        Ok(Command::Nodes { operator, json }) => client_exit(goclaw::nodes(&operator, json, &mut std::io::stdout())),
+        Ok(Command::Pairing { operator, action, json }) => {
+            client_exit(goclaw::pairing(&operator, &action, json, &mut std::io::stdout()))
+        }
+        Ok(Command::Invoke { operator, node, command, params, timeout, json }) => {
+            let answer = goclaw::invoke(&operator, &node, &command, params, timeout);
             let mut out = std::io::stdout();
             let printed = match (&answer, json) {
                 (Ok(payload), false) if out.is_terminal() => serde_json::to_string_pretty(payload).ok(),
@@ -81,9 +92,9 @@ fn main() -> ExitCode {
             }
             client_exit(answer.map(|_| ()))
         }
-        Ok(Command::Watch { target, json }) => {
+        Ok(Command::Watch { operator, json }) => {
             let Some(stop) = stop_on_signal() else { return ExitCode::FAILURE };
-            client_exit(goclaw::watch(&target, json, &stop, &mut std::io::stdout()))
+            client_exit(goclaw::watch(&operator, json, &stop, &mut std::io::stdout()))
         }
         Err(e) => {
             error_line!("goclaw: {e}");
@@ -93,8 +104,10 @@ fn main() -> ExitCode {
 }
 
 /// The exit status of an operator command, its error on stderr: the
-/// gateway's `CODE: message` (1), what kept us from talking to it (3), or
-/// its refusal for now (4).
+/// gateway's `CODE: message` (1), this client's device key that cannot be
+/// read (1), usage the gateway's answer shows wrong (2), what kept us from
+/// talking to it (3), its refusal for now or a device waiting for approval
+/// (4).
 fn client_exit(result: Result<(), ClientError>) -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -102,7 +115,15 @@ fn client_exit(result: Result<(), ClientError>) -> ExitCode {
             error_line!("{e}");
             ExitCode::from(EXIT_GATEWAY_ERROR)
         }
-        Err(e @ ClientError::RefusedForNow { .. }) => {
+        Err(e @ ClientError::State(_)) => {
+            error_line!("goclaw: {e}");
+            ExitCode::from(EXIT_GATEWAY_ERROR)
+        }
+        Err(e @ ClientError::Usage(_)) => {
+            error_line!("goclaw: {e}");
+            ExitCode::from(EXIT_USAGE)
+        }
+        Err(e @ (ClientError::RefusedForNow { .. } | ClientError::PairingPending { .. })) => {
             error_line!("goclaw: {e}");
             ExitCode::from(EXIT_REFUSED)
         }

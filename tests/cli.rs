@@ -1,6 +1,9 @@
 //! The binary in all three roles against a live gateway: `goclaw node` as a
 //! node, `goclaw nodes`, `invoke` and `watch` as operators; every exit code
-//! they document, and a node that survives its gateway restarting.
+//! they document, and a node that survives its gateway restarting. Every
+//! process signs with a device key of its own (the node's in its own state
+//! directory, the operators' under this test process's HOME); a node is
+//! listed under its device id and named here by its instance id (`--id`).
 
 mod support;
 
@@ -19,10 +22,29 @@ fn url(addr: SocketAddr) -> String {
     format!("ws://{addr}/ws")
 }
 
-/// Runs `goclaw ARGS` to completion with a clean environment plus `env`.
+/// This test process's scratch folder (the operators' HOME, the nodes' and
+/// gateways' state directories).
+fn scratch(name: &str) -> String {
+    // Under target/ (cargo's scratch for integration tests), not /tmp.
+    let dir =
+        std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("cli-test-{}", std::process::id())).join(name);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir.to_str().unwrap().to_string()
+}
+
+/// `goclaw serve` with a state directory of its own (its pairing store).
+fn gateway(name: &str, extra: &[&str]) -> Running {
+    let state = scratch(&format!("gw-{name}"));
+    let mut args = vec!["--state-dir", &state];
+    args.extend_from_slice(extra);
+    serve_binary(&args)
+}
+
+/// Runs `goclaw ARGS` to completion with a clean environment plus `env`;
+/// HOME is this test process's, so operators sign with one device key.
 fn goclaw(args: &[&str], env: &[(&str, &str)]) -> Output {
     let mut command = Command::new(BIN);
-    command.args(args).env_clear().env("PATH", std::env::var("PATH").unwrap_or_default());
+    command.args(args).env_clear().env("PATH", std::env::var("PATH").unwrap_or_default()).env("HOME", scratch("home"));
     for (key, value) in env {
         command.env(key, value);
     }
@@ -37,12 +59,26 @@ fn stderr(output: &Output) -> String {
     String::from_utf8_lossy(&output.stderr).into_owned()
 }
 
-/// `goclaw nodes --json` against `addr`: the listed node ids.
+/// `goclaw nodes --json` against `addr`: the listed nodes' instance ids
+/// (`goclaw node --id`); each node id is a device id.
 fn listed(addr: SocketAddr) -> Vec<String> {
     let output = goclaw(&["nodes", "--json", "--url", &url(addr), "--token", TOKEN], &[]);
     assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
     let nodes: Value = serde_json::from_str(&stdout(&output)).unwrap();
-    nodes.as_array().unwrap().iter().map(|n| n["nodeId"].as_str().unwrap().to_string()).collect()
+    let nodes = nodes.as_array().unwrap();
+    for node in nodes {
+        let id = node["nodeId"].as_str().unwrap();
+        assert!(id.len() == 64 && id.bytes().all(|b| b.is_ascii_hexdigit()), "not a device id: {node}");
+    }
+    nodes.iter().map(|n| n["instanceId"].as_str().unwrap().to_string()).collect()
+}
+
+/// The device id (node id) of the node listed with instance id `instance`.
+fn device_of(addr: SocketAddr, instance: &str) -> String {
+    let output = goclaw(&["nodes", "--json", "--url", &url(addr), "--token", TOKEN], &[]);
+    let nodes: Value = serde_json::from_str(&stdout(&output)).unwrap();
+    let node = nodes.as_array().unwrap().iter().find(|n| n["instanceId"] == instance).expect("listed");
+    node["nodeId"].as_str().unwrap().to_string()
 }
 
 /// A background `goclaw` process and its stderr lines.
@@ -100,7 +136,8 @@ impl Drop for Background {
 
 fn start_node(addr: SocketAddr, id: &str, extra: &[&str]) -> Background {
     let url = url(addr);
-    let mut args = vec!["node", "--url", &url, "--token", TOKEN, "--id", id];
+    let state = scratch(&format!("node-{id}"));
+    let mut args = vec!["node", "--url", &url, "--token", TOKEN, "--id", id, "--state-dir", &state];
     args.extend_from_slice(extra);
     let node = Background::start(&args);
     node.line("connected to the gateway", READ_LIMIT);
@@ -109,7 +146,7 @@ fn start_node(addr: SocketAddr, id: &str, extra: &[&str]) -> Background {
 
 /// An executable script in a fresh directory.
 fn script(name: &str, body: &str) -> String {
-    let dir = std::env::temp_dir().join(format!("goclaw-cli-test-{}", std::process::id()));
+    let dir = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("cli-test-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let path = dir.join(name);
     std::fs::write(&path, format!("#!/bin/sh\n{body}\n")).unwrap();
@@ -119,7 +156,7 @@ fn script(name: &str, body: &str) -> String {
 
 #[test]
 fn a_node_started_from_the_binary_is_listed_and_answers() {
-    let gateway = serve_binary(&[]);
+    let gateway = gateway("listed", &[]);
     let addr = gateway.addr;
     let params = format!("params={}", script("params", "cat"));
     let mut node = start_node(addr, "box-1", &["--display-name", "Box One", "--exec", &params]);
@@ -128,11 +165,12 @@ fn a_node_started_from_the_binary_is_listed_and_answers() {
     let output = goclaw(&["nodes"], &[("GOCLAW_URL", &url(addr)), ("GOCLAW_TOKEN", TOKEN)]);
     assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
     let table = stdout(&output);
-    assert!(table.starts_with("ID     NAME     PLATFORM"), "{table}");
-    assert!(
-        table.contains("box-1  Box One  linux") && table.contains("device.status,echo,params,system.info"),
-        "{table}"
-    );
+    assert!(table.starts_with("ID            NAME     INSTANCE  PLATFORM"), "{table}");
+    let row = table.lines().nth(1).unwrap();
+    let cells: Vec<&str> = row.split("  ").map(str::trim).filter(|c| !c.is_empty()).collect();
+    assert!(cells[0].len() == 12 && cells[0].bytes().all(|b| b.is_ascii_hexdigit()), "{table}");
+    assert_eq!(cells[1..4], ["Box One", "box-1", "linux"], "{table}");
+    assert!(row.contains("device.status,echo,params,system.info,system.run,system.which"), "{table}");
 
     let env = [("GOCLAW_URL", url(addr)), ("GOCLAW_TOKEN", TOKEN.to_string())];
     let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
@@ -163,7 +201,7 @@ fn a_node_started_from_the_binary_is_listed_and_answers() {
 
 #[test]
 fn every_exit_code() {
-    let gateway = serve_binary(&[]);
+    let gateway = gateway("exit-codes", &[]);
     let addr = gateway.addr;
     let slow = format!("slow={}", script("slow", "sleep 5"));
     let fails = format!("fails={}", script("fails", "echo 'disk on fire' >&2; exit 4"));
@@ -193,9 +231,15 @@ fn every_exit_code() {
     let answer: Value = serde_json::from_str(&stdout(&output)).unwrap();
     assert_eq!((answer["ok"].clone(), answer["error"]["code"].clone()), (json!(false), json!("EXEC_FAILED")));
     assert!(answer["error"]["message"].as_str().unwrap().contains("disk on fire"), "{answer}");
-    let output = goclaw(&["nodes", "--url", &url, "--token", "wrong"], &[]);
+    // A wrong token from a device the gateway has not issued a token to.
+    let fresh = scratch("home-fresh");
+    let output = goclaw(&["nodes", "--url", &url, "--token", "wrong"], &[("HOME", &fresh)]);
     assert_eq!(output.status.code(), Some(1));
     assert!(stderr(&output).starts_with("UNAUTHORIZED: "), "{}", stderr(&output));
+    // The operators' own device has one (issued at its first connect): it
+    // is presented with the shared token, and stands in for a wrong one.
+    let output = goclaw(&["nodes", "--url", &url, "--token", "wrong"], &[]);
+    assert_eq!(output.status.code(), Some(0), "{}", stderr(&output));
 
     // 2 for bad usage, one line on stderr.
     for args in [
@@ -232,7 +276,7 @@ fn every_exit_code() {
 
 #[test]
 fn watch_prints_nodes_arriving_and_leaving() {
-    let gateway = serve_binary(&[]);
+    let gateway = gateway("watch", &[]);
     let addr = gateway.addr;
     let mut watch = Background::start(&["watch", "--url", &url(addr), "--token", TOKEN]);
     // The watcher is connected once the gateway counts two clients... it
@@ -243,10 +287,11 @@ fn watch_prints_nodes_arriving_and_leaving() {
         recv_res(&mut op, "h")["payload"]["connections"] == 2
     }));
     let mut node = start_node(addr, "box-3", &[]);
-    assert!(watch.line("box-3", READ_LIMIT).contains("connected"));
+    let device = device_of(addr, "box-3");
+    assert!(watch.line(&device, READ_LIMIT).contains("connected"));
     node.signal(Signal::SIGTERM);
     assert_eq!(node.wait(Duration::from_secs(5)), Some(0));
-    let line = watch.line("box-3", READ_LIMIT);
+    let line = watch.line(&device, READ_LIMIT);
     assert!(line.contains("disconnected"), "{line}");
     watch.signal(Signal::SIGINT);
     assert_eq!(watch.wait(Duration::from_secs(5)), Some(0));
@@ -258,7 +303,7 @@ fn a_tight_loop_of_invokes_rides_out_the_rate_limit() {
     // invoke use the burst up, and later invokes are refused (429,
     // Retry-After: 1) until they ask again. Five connections need three
     // seconds of refill, so the loop cannot succeed without waiting.
-    let gateway = serve_binary(&["--rate-limit", "1", "--rate-burst", "2"]);
+    let gateway = gateway("rate", &["--rate-limit", "1", "--rate-burst", "2"]);
     let _node = start_node(gateway.addr, "box-5", &[]);
     let url = url(gateway.addr);
     for i in 0..4 {
@@ -277,7 +322,7 @@ fn a_tight_loop_of_invokes_rides_out_the_rate_limit() {
 fn a_gateway_that_refuses_for_longer_than_goclaw_waits_exits_4_at_once() {
     // One new connection per 1,000 s: the second is told to come back in
     // 1,000 s, past the 30 s goclaw waits, so it does not wait at all.
-    let gateway = serve_binary(&["--rate-limit", "0.001", "--rate-burst", "1"]);
+    let gateway = gateway("refused", &["--rate-limit", "0.001", "--rate-burst", "1"]);
     let url = url(gateway.addr);
     assert_eq!(goclaw(&["nodes", "--url", &url, "--token", TOKEN], &[]).status.code(), Some(0));
     let started = Instant::now();
@@ -297,7 +342,7 @@ fn a_gateway_that_refuses_for_longer_than_goclaw_waits_exits_4_at_once() {
 fn at_capacity_it_asks_five_times_then_exits_4() {
     // One connection at most, and it is taken: each upgrade gets 503 with
     // Retry-After: 1, five attempts over about four seconds.
-    let gateway = serve_binary(&["--max-connections", "1"]);
+    let gateway = gateway("capacity", &["--max-connections", "1"]);
     let _held = operator(gateway.addr);
     let output = goclaw(&["nodes", "--url", &url(gateway.addr), "--token", TOKEN], &[]);
     let err = stderr(&output);
@@ -315,7 +360,8 @@ fn free_port() -> u16 {
 fn the_node_survives_its_gateway_restarting() {
     let port = free_port();
     let listen = format!("127.0.0.1:{port}");
-    let serve = || Running::start(serve_command(BIN, &listen, &[]));
+    let state = scratch("gw-restart");
+    let serve = || Running::start(serve_command(BIN, &listen, &["--state-dir", &state]));
     let mut gateway = serve();
     let addr = gateway.addr;
     let node = start_node(addr, "box-4", &[]);
@@ -333,7 +379,8 @@ fn the_node_survives_its_gateway_restarting() {
     assert_eq!(listed(addr), ["box-4"]);
 
     // A crash: no shutdown event; the node retries with backoff and is back
-    // within a few seconds of the gateway.
+    // within a few seconds of the gateway (its device approved in the
+    // store, which outlives the process).
     gateway.signal(Signal::SIGKILL);
     gateway.wait(Duration::from_secs(5));
     node.line("connection to the gateway lost", READ_LIMIT);

@@ -279,18 +279,24 @@ fn under_journald_every_console_line_starts_with_its_priority() {
     // The node agent: an error (its token refused), then debug (an invoke).
     let gateway = support::start(support::config());
     let url = format!("ws://{}/ws", gateway.local_addr());
-    let (mut refused, lines) = spawn_journald(&["node", "--url", &url, "--token", "wrong", "--id", "j1"]);
+    let state = temp_dir("journald-node");
+    let state = state.to_str().unwrap();
+    let (mut refused, lines) =
+        spawn_journald(&["node", "--url", &url, "--token", "wrong", "--id", "j1", "--state-dir", state]);
     let line = line_with(&lines, "refused", READ_LIMIT);
     assert!(line.starts_with("<3>[ERROR] the gateway refused connect"), "{line}");
     signal_child(&refused, Signal::SIGTERM);
     assert_eq!(wait_exit(&mut refused, Duration::from_secs(5)), Some(0));
 
-    let args = ["node", "--url", &url, "--token", TOKEN, "--id", "j2", "--log-level", "debug"];
+    let args = ["node", "--url", &url, "--token", TOKEN, "--id", "j2", "--log-level", "debug", "--state-dir", state];
     let (mut node, lines) = spawn_journald(&args);
     let line = line_with(&lines, "connected to the gateway", READ_LIMIT);
     assert!(line.starts_with("<6>[INFO] connected to the gateway"), "{line}");
+    // The node's id is its device id (its key file says which).
+    let key: serde_json::Value =
+        serde_json::from_str(&fs::read_to_string(format!("{state}/node/device.json")).unwrap()).unwrap();
     let mut op = operator(gateway.local_addr());
-    request(&mut op, "i", "node.invoke", json!({"nodeId": "j2", "command": "echo", "params": {}}));
+    request(&mut op, "i", "node.invoke", json!({"nodeId": key["deviceId"], "command": "echo", "params": {}}));
     assert_eq!(recv_res(&mut op, "i")["ok"], true);
     let line = line_with(&lines, "invoke request", READ_LIMIT);
     assert!(line.starts_with("<7>[DEBUG] invoke request"), "{line}");
@@ -299,6 +305,7 @@ fn under_journald_every_console_line_starts_with_its_priority() {
     for line in lines.try_iter() {
         assert!(priority(&line).is_some(), "{line:?}");
     }
+    fs::remove_dir_all(state).unwrap();
 
     // The binary's own error lines: a port in use.
     let taken = gateway.local_addr().to_string();

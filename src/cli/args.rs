@@ -14,7 +14,14 @@ use crate::wire::auth::{MAX_TOKEN_BYTES, Token};
 pub type FlagSpec = (&'static str, bool);
 
 /// The flags every client command takes.
-pub const CONNECTION_FLAGS: &[FlagSpec] = &[("--url", true), ("--token", true), ("--token-file", true)];
+pub const CONNECTION_FLAGS: &[FlagSpec] = &[
+    ("--url", true),
+    ("--token", true),
+    ("--token-file", true),
+    ("--state-dir", true),
+    ("--ca-file", true),
+    ("--pin-sha256", true),
+];
 
 /// The flags given (all their values) and the positional arguments.
 pub struct Args {

@@ -1,6 +1,7 @@
-//! The client commands' flags: `goclaw node`, `nodes`, `invoke`, `watch`
-//! and `healthcheck`. Checks what can be checked before connecting (URLs,
-//! ids, `--exec` programs that must exist now).
+//! The client commands' flags: `goclaw node`, `nodes` (and its pairing
+//! subcommands), `invoke`, `watch` and `healthcheck`. Checks what can be
+//! checked before connecting (URLs, TLS files and pins, ids, `--exec`
+//! programs that must exist now, a state directory for the node's key).
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -10,12 +11,17 @@ use log::LevelFilter;
 use crate::cli::args::{CONNECTION_FLAGS, FlagSpec, Lookup, resolve_token, split_args};
 use crate::cli::command::Command;
 use crate::cli::help;
+use crate::cli::serve::default_state_dir;
 use crate::cli::values::{parse_addr, parse_duration, parse_level};
-use crate::client::agent::{BUILT_IN, NodeConfig};
+use crate::client::agent::NodeConfig;
+use crate::client::commands::{BUILT_IN, Runner};
+use crate::client::conn::Target;
 use crate::client::endpoint::Endpoint;
 use crate::client::exec::Exec;
-use crate::client::operator::Target;
+use crate::client::operator::Operator;
+use crate::client::pairing::PairingAction;
 use crate::client::sysinfo;
+use crate::client::trust::{TlsSettings, parse_pin};
 use crate::gateway::config::Config;
 use crate::util::ConfigError;
 use crate::wire::connect::{MAX_COMMAND_BYTES, MAX_LABEL_BYTES};
@@ -56,13 +62,35 @@ where
     Ok(Command::Healthcheck { url })
 }
 
-/// `--url` (or `GOCLAW_URL`) and the token, as every client command takes them.
+/// `--url` (or `GOCLAW_URL`), the token and the TLS trust, as every client
+/// command takes them.
 fn client_target<F: Fn(&str) -> Option<String>>(lookup: &Lookup<'_, F>) -> Result<Target, ConfigError> {
-    let endpoint = match lookup.get("--url") {
-        Some((source, url)) => Endpoint::parse(&url).map_err(|why| ConfigError::new(&source, why))?,
-        None => Endpoint::parse(DEFAULT_URL).map_err(|why| ConfigError::new("--url", why))?,
+    let (source, endpoint) = match lookup.get("--url") {
+        Some((source, url)) => (source.clone(), Endpoint::parse(&url).map_err(|why| ConfigError::new(&source, why))?),
+        None => ("--url".to_string(), Endpoint::parse(DEFAULT_URL).map_err(|why| ConfigError::new("--url", why))?),
     };
-    Ok(Target { endpoint, token: resolve_token(lookup)? })
+    let mut tls = TlsSettings::default();
+    if let Some((flag, path)) = lookup.get("--ca-file") {
+        if !Path::new(&path).is_file() {
+            return Err(ConfigError::new(&flag, format!("{path:?} is not a readable file")));
+        }
+        tls.ca_file = Some(PathBuf::from(path));
+    }
+    if let Some((flag, pin)) = lookup.get("--pin-sha256") {
+        tls.pin_sha256 = Some(parse_pin(&pin).map_err(|why| ConfigError::new(&flag, why))?);
+    }
+    if !endpoint.tls && tls != TlsSettings::default() {
+        return Err(ConfigError::new(&source, "--ca-file and --pin-sha256 need a wss:// URL"));
+    }
+    Ok(Target { endpoint, token: resolve_token(lookup)?, tls })
+}
+
+/// `--state-dir`, else the default a gateway on the same account uses.
+fn state_dir<F: Fn(&str) -> Option<String>>(lookup: &Lookup<'_, F>) -> Option<PathBuf> {
+    match lookup.get("--state-dir") {
+        Some((_, dir)) => Some(PathBuf::from(dir)),
+        None => default_state_dir(lookup.env),
+    }
 }
 
 /// `goclaw node [FLAGS]`.
@@ -98,13 +126,15 @@ where
     }
     let exec_timeout = lookup.parsed("--exec-timeout", DEFAULT_CLIENT_TIMEOUT, parse_client_timeout)?;
     let log_level = lookup.parsed("--log-level", LevelFilter::Info, parse_level)?;
+    let state_dir = state_dir(&lookup).ok_or_else(|| {
+        ConfigError::new("--state-dir", "no state directory for the node's device key: give --state-dir (or set HOME)")
+    })?;
     Ok(Command::Node(Box::new(NodeConfig {
-        endpoint: target.endpoint,
+        target,
         id,
         display_name,
-        token: target.token,
-        execs,
-        exec_timeout,
+        state_dir,
+        runner: Runner { execs, exec_timeout, path: env("PATH") },
         log_level,
     })))
 }
@@ -139,10 +169,13 @@ fn parse_exec<F: Fn(&str) -> Option<String>>(source: &str, value: &str, env: &F)
             path.split(':').filter(|dir| !dir.is_empty()).map(|dir| Path::new(dir).join(program)).find(|p| p.is_file())
         })
     };
-    let program = found
-        .and_then(|p| std::fs::canonicalize(p).ok())
-        .ok_or_else(|| ConfigError::new(source, format!("{name}: program {program:?} not found")))?;
-    Ok(Exec { name: name.to_string(), program })
+    let not_found = || ConfigError::new(source, format!("{name}: program {program:?} not found"));
+    let found = found.ok_or_else(not_found)?;
+    // Its argv[0], and what `system.run` must name it as: the name it was
+    // found under, which a multi-call binary (busybox) acts on.
+    let invoked_as = found.file_name().and_then(|n| n.to_str()).ok_or_else(not_found)?.to_string();
+    let program = std::fs::canonicalize(&found).map_err(|_| not_found())?;
+    Ok(Exec { name: name.to_string(), program, invoked_as })
 }
 
 fn parse_client_timeout(source: &str, text: &str) -> Result<Duration, ConfigError> {
@@ -153,7 +186,8 @@ fn parse_client_timeout(source: &str, text: &str) -> Result<Duration, ConfigErro
     Ok(timeout)
 }
 
-/// `goclaw nodes`, `goclaw invoke NODE COMMAND [PARAMS_JSON]`, `goclaw watch`.
+/// `goclaw nodes [pending|approve REQUEST|reject REQUEST|remove NODE]`,
+/// `goclaw invoke NODE COMMAND [PARAMS_JSON]`, `goclaw watch`.
 pub fn parse_operator<F>(command: &str, args: &[String], env: &F) -> Result<Command, ConfigError>
 where
     F: Fn(&str) -> Option<String>,
@@ -161,15 +195,18 @@ where
     let own: &[FlagSpec] =
         if command == "invoke" { &[("--json", false), ("--timeout", true)] } else { &[("--json", false)] };
     let Some(parsed) = split_args(command, args, &[CONNECTION_FLAGS, own].concat(), None)? else {
-        return Ok(Command::Help(help::operator(command)));
+        let sub = if command == "nodes" { args.iter().find(|a| !a.starts_with('-')) } else { None };
+        return Ok(Command::Help(help::operator(command, sub.map(String::as_str))));
     };
     let lookup = Lookup { given: &parsed.given, env };
-    let target = client_target(&lookup)?;
+    let operator = Operator { target: client_target(&lookup)?, state_dir: state_dir(&lookup) };
     let json = parsed.given.contains_key("--json");
-    let positional = &parsed.positional;
-    match command {
-        "invoke" => {
-            let (node, command, params) = match positional.as_slice() {
+    let positional: Vec<&str> = parsed.positional.iter().map(String::as_str).collect();
+    let unexpected =
+        |extra: &str| ConfigError::new("", format!("unexpected argument {extra:?} (see goclaw {command} --help)"));
+    match (command, positional.as_slice()) {
+        ("invoke", args) => {
+            let (node, command, params) = match args {
                 [node, command] => (node, command, serde_json::Value::Null),
                 [node, command, params] => {
                     let params = serde_json::from_str(params)
@@ -184,12 +221,34 @@ where
                 }
             };
             let timeout = lookup.parsed("--timeout", DEFAULT_CLIENT_TIMEOUT, parse_client_timeout)?;
-            Ok(Command::Invoke { target, node: node.clone(), command: command.clone(), params, timeout, json })
+            let (node, command) = (node.to_string(), command.to_string());
+            Ok(Command::Invoke { operator, node, command, params, timeout, json })
         }
-        _ if !positional.is_empty() => {
-            Err(ConfigError::new("", format!("unexpected argument {:?} (see goclaw {command} --help)", positional[0])))
+        ("nodes", []) => Ok(Command::Nodes { operator, json }),
+        ("nodes", ["pending", rest @ ..]) => match rest {
+            [] => Ok(Command::Pairing { operator, action: PairingAction::Pending, json }),
+            [extra, ..] => Err(unexpected(extra)),
+        },
+        ("nodes", [verb @ ("approve" | "reject" | "remove"), rest @ ..]) => {
+            let [what] = rest else {
+                let name = if *verb == "remove" { "NODE" } else { "REQUEST" };
+                return Err(ConfigError::new(
+                    "",
+                    format!("usage: goclaw nodes {verb} {name} (see goclaw nodes --help)"),
+                ));
+            };
+            if json {
+                return Err(ConfigError::new("--json", format!("goclaw nodes {verb} prints one line; no --json")));
+            }
+            let what = what.to_string();
+            let action = match *verb {
+                "approve" => PairingAction::Approve(what),
+                "reject" => PairingAction::Reject(what),
+                _ => PairingAction::Remove(what),
+            };
+            Ok(Command::Pairing { operator, action, json })
         }
-        "nodes" => Ok(Command::Nodes { target, json }),
-        _ => Ok(Command::Watch { target, json }),
+        (_, [extra, ..]) => Err(unexpected(extra)),
+        _ => Ok(Command::Watch { operator, json }),
     }
 }

@@ -4,7 +4,8 @@
 use std::time::Duration;
 
 use crate::client::agent::NodeConfig;
-use crate::client::operator::Target;
+use crate::client::operator::Operator;
+use crate::client::pairing::PairingAction;
 use crate::gateway::config::Config;
 
 /// What the command line asks for.
@@ -24,16 +25,25 @@ pub enum Command {
     Node(Box<NodeConfig>),
     /// List the connected nodes.
     Nodes {
-        /// The gateway.
-        target: Target,
+        /// The gateway, and this client's device.
+        operator: Operator,
         /// JSON instead of a table.
+        json: bool,
+    },
+    /// List, approve, reject pairing requests; remove a node.
+    Pairing {
+        /// The gateway, and this client's device.
+        operator: Operator,
+        /// What to do.
+        action: PairingAction,
+        /// JSON instead of a table (`pending`).
         json: bool,
     },
     /// Invoke a command on a node and print its result.
     Invoke {
-        /// The gateway.
-        target: Target,
-        /// The node id.
+        /// The gateway, and this client's device.
+        operator: Operator,
+        /// The node: its id, instance id, display name or an id prefix.
         node: String,
         /// The command.
         command: String,
@@ -46,8 +56,8 @@ pub enum Command {
     },
     /// Print presence events until interrupted.
     Watch {
-        /// The gateway.
-        target: Target,
+        /// The gateway, and this client's device.
+        operator: Operator,
         /// JSON lines instead of text.
         json: bool,
     },

@@ -176,7 +176,7 @@ fn build_config<F: Fn(&str) -> Option<String>>(lookup: &Lookup<'_, F>) -> Result
     Ok(config)
 }
 
-fn default_state_dir<F: Fn(&str) -> Option<String>>(env: &F) -> Option<PathBuf> {
+pub(crate) fn default_state_dir<F: Fn(&str) -> Option<String>>(env: &F) -> Option<PathBuf> {
     let set = |name| env(name).filter(|v: &String| !v.is_empty());
     if let Some(dirs) = set("STATE_DIRECTORY") {
         // systemd passes a colon-separated list when several are configured.

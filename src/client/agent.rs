@@ -1,75 +1,62 @@
-//! `goclaw node`: the built-in node agent. It connects to a gateway as a
-//! node, answers `device.status`, `system.info`, `echo` and the programs
-//! the box's operator listed with `--exec`, and stays connected: it
-//! reconnects after the gateway's `restartExpectedMs` when the gateway
-//! shuts down, and with exponential backoff and jitter when the connection
-//! is lost. One thread reads the connection; each `--exec` program runs on
-//! a thread of its own so a slow program never delays pongs or other
-//! answers.
+//! `goclaw node`: the built-in node agent. It connects to a gateway (goclaw
+//! or a real OpenClaw gateway) as a node with the device key of its state
+//! directory, answers invokes (`client::commands`), and stays connected: it
+//! waits for approval when its device is not paired yet (one log line per
+//! request, naming what to run), reconnects after the gateway's
+//! `restartExpectedMs` when the gateway shuts down, with exponential backoff
+//! and jitter when the connection is lost, and when the gateway goes silent
+//! for two tick intervals (close 4000 "tick timeout", as OpenClaw's clients
+//! do). One thread reads the connection.
 
-use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
-use std::sync::mpsc::{self, Receiver, Sender};
-use std::thread::{self, JoinHandle};
+use std::path::PathBuf;
+use std::sync::mpsc::{self, Receiver};
 use std::time::{Duration, Instant};
 
-use log::{debug, error, info, warn};
-use serde_json::{Value, json};
+use log::{error, info, warn};
+use serde_json::Value;
 
-use crate::client::conn::{CONNECT_TIMEOUT, Client, Identity};
-use crate::client::endpoint::Endpoint;
+use crate::client::commands::{BUILT_IN, Finished, Runner, Running, result_frame};
+use crate::client::conn::{CONNECT_TIMEOUT, Client, Target};
+use crate::client::dial::Dialer;
 use crate::client::error::ClientError;
-use crate::client::exec::{Answer, Exec, run_program};
-use crate::client::sysinfo;
+use crate::client::hello::{ClientRole, Welcome};
+use crate::client::state::{DeviceState, NODE_DIR};
 use crate::util::Stop;
-use crate::wire::auth::Token;
-use crate::wire::params::{MAX_ERROR_MESSAGE_BYTES, MAX_INVOKE_TIMEOUT_MS};
 
-/// The commands every node answers.
-pub const BUILT_IN: &[&str] = &["device.status", "echo", "system.info"];
-/// `--exec` programs running at once; more get `BUSY`.
-pub const MAX_RUNNING_EXECS: usize = 4;
 /// First reconnect delay; it doubles per failed attempt up to the cap.
-const BACKOFF_FIRST: Duration = Duration::from_millis(500);
+const BACKOFF_FIRST: Duration = Duration::from_secs(1);
 /// Longest reconnect delay.
 pub const BACKOFF_CAP: Duration = Duration::from_secs(30);
 /// Longest wait the gateway's `restartExpectedMs` may ask for.
 const RESTART_WAIT_CAP: Duration = Duration::from_secs(60);
 /// How often the reading thread looks up from the socket: for finished
-/// `--exec` programs and for a stop request.
+/// programs, the keepalive and a stop request.
 const POLL: Duration = Duration::from_millis(50);
 
 /// What `goclaw node` runs with.
 #[derive(Debug, Clone)]
 pub struct NodeConfig {
     /// The gateway.
-    pub endpoint: Endpoint,
-    /// The node id (default: the host name).
+    pub target: Target,
+    /// How the node names itself (`client.instanceId`; default: the host
+    /// name). The gateway's node id is the device id.
     pub id: String,
     /// The name operators see (default: the id).
     pub display_name: String,
-    /// The gateway's token.
-    pub token: Option<Token>,
-    /// Programs exposed as commands.
-    pub execs: Vec<Exec>,
-    /// Longest an `--exec` program may run (the invoke's own timeout may
-    /// cut it shorter).
-    pub exec_timeout: Duration,
+    /// The state directory; the device key and tokens are in its `node/`.
+    pub state_dir: PathBuf,
+    /// The commands' programs and limits.
+    pub runner: Runner,
     /// Console log level.
     pub log_level: log::LevelFilter,
 }
 
 impl NodeConfig {
-    fn identity(&self) -> Identity {
+    /// Every command the node declares.
+    pub fn commands(&self) -> Vec<String> {
         let mut commands: Vec<String> = BUILT_IN.iter().map(|c| c.to_string()).collect();
-        commands.extend(self.execs.iter().map(|e| e.name.clone()));
-        Identity {
-            role: "node",
-            id: self.id.clone(),
-            display_name: self.display_name.clone(),
-            commands,
-            token: self.token.clone(),
-        }
+        commands.extend(self.runner.execs.iter().map(|e| e.name.clone()));
+        commands
     }
 }
 
@@ -79,31 +66,49 @@ enum End {
     Stopped,
     /// The gateway shut down and expects to be back after this long.
     Restart(Duration),
-    /// Another node took our id (close 4000).
+    /// Another node connected as this device (close 4000 `replaced`).
     Replaced,
-    /// The connection broke or the gateway closed it unexpectedly.
+    /// The connection broke, went silent or the gateway closed it.
     Lost(ClientError),
 }
 
 /// Runs the agent until `stop` is set: connect, serve, reconnect.
-pub fn run(config: &NodeConfig, stop: &Stop) {
-    let identity = config.identity();
+///
+/// # Errors
+/// [`ClientError::State`] when the device key cannot be read or made.
+pub fn run(config: &NodeConfig, stop: &Stop) -> Result<(), ClientError> {
+    let device = DeviceState::open(&config.state_dir.join(NODE_DIR))?;
+    info!(device_id = device.device_id(), key = device.key_path().display().to_string().as_str();
+        "node device identity (the gateway's node id)");
+    let mut dialer = Dialer {
+        target: config.target.clone(),
+        role: ClientRole::Node,
+        instance_id: Some(config.id.clone()),
+        display_name: Some(config.display_name.clone()),
+        commands: config.commands(),
+        device: Some(device),
+    };
+    let endpoint = &config.target.endpoint;
     let mut failures = 0u32;
+    let mut announced: Option<String> = None;
     while !stop.is_set() {
-        let wait = match Client::connect(&config.endpoint, &identity, CONNECT_TIMEOUT) {
-            Ok((client, hello)) => {
+        let wait = match dialer.dial(CONNECT_TIMEOUT, true) {
+            Ok((client, welcome)) => {
                 failures = 0;
-                info!(url:% = config.endpoint, node_id = config.id.as_str(),
-                    conn_id = hello["server"]["connId"].as_str().unwrap_or_default(); "connected to the gateway");
-                match serve(config, client, stop) {
-                    End::Stopped => return,
+                announced = None;
+                info!(url:% = endpoint, instance_id = config.id.as_str(), conn_id = welcome.conn_id.as_str(),
+                    protocol = welcome.protocol; "connected to the gateway");
+                match serve(&config.runner, client, &welcome, stop) {
+                    End::Stopped => return Ok(()),
                     End::Restart(wait) => {
                         info!(wait_ms = wait.as_millis() as u64; "the gateway is restarting; reconnecting after its restartExpectedMs");
                         // A little jitter: a fleet should not all come back in the same millisecond.
                         wait + BACKOFF_FIRST.mul_f64(random_fraction())
                     }
                     End::Replaced => {
-                        warn!(node_id = config.id.as_str(); "another node connected with this id and replaced us; reconnecting after the longest backoff");
+                        warn!(
+                            "another node connected with this device and replaced us; reconnecting after the longest backoff"
+                        );
                         failures = u32::MAX;
                         backoff(failures)
                     }
@@ -113,6 +118,17 @@ pub fn run(config: &NodeConfig, stop: &Stop) {
                     }
                 }
             }
+            Err(ClientError::PairingPending { request_id, .. }) => {
+                failures = failures.saturating_add(1);
+                let wait = backoff(failures);
+                if announced.as_deref() != Some(request_id.as_str()) {
+                    warn!(request_id = request_id.as_str(); "this node waits for approval (retrying until then); {}",
+                        ClientError::approval_hint(&request_id));
+                    announced = Some(request_id);
+                }
+                wait
+            }
+            Err(e @ ClientError::State(_)) => return Err(e),
             Err(e) => {
                 failures = failures.saturating_add(1);
                 let wait = backoff(failures);
@@ -125,13 +141,14 @@ pub fn run(config: &NodeConfig, stop: &Stop) {
             }
         };
         if stop.sleep(wait) {
-            return;
+            return Ok(());
         }
     }
+    Ok(())
 }
 
 /// The reconnect delay after `failures` failed attempts: exponential from
-/// 0.5 s, capped at 30 s, with "equal jitter" (half fixed, half random) so
+/// 1 s, capped at 30 s, with "equal jitter" (half fixed, half random) so
 /// a fleet that lost its gateway at once does not return at once.
 pub fn backoff(failures: u32) -> Duration {
     let ceiling = BACKOFF_FIRST.saturating_mul(1u32 << failures.min(16)).min(BACKOFF_CAP);
@@ -148,34 +165,48 @@ pub(crate) fn random_fraction() -> f64 {
 }
 
 /// One connection: answers invoke requests until it ends or `stop` is set.
-fn serve(config: &NodeConfig, mut client: Client, stop: &Stop) -> End {
+fn serve(runner: &Runner, mut client: Client, welcome: &Welcome, stop: &Stop) -> End {
     let (done, finished) = mpsc::channel();
-    let running = Arc::new(AtomicUsize::new(0));
-    let mut execs: Vec<JoinHandle<()>> = Vec::new();
+    let mut running = Running::new(done);
     let mut restart = None;
     let mut results = 0u64;
+    // OpenClaw's watchdog: any frame at least every two tick intervals.
+    let silence = welcome.tick_interval * 2;
+    let mut last_frame = Instant::now();
     let end = loop {
         if stop.is_set() {
             client.close();
             break End::Stopped;
         }
-        execs.retain(|handle| !handle.is_finished());
-        if let Err(e) = send_finished(&mut client, &config.id, &finished, &mut results) {
+        if last_frame.elapsed() > silence {
+            client.close_with(4000, "tick timeout");
+            break End::Lost(ClientError::Connection(format!(
+                "the gateway sent nothing for {} s (two tick intervals)",
+                silence.as_secs()
+            )));
+        }
+        running.threads.retain(|handle| !handle.is_finished());
+        if let Err(e) = send_finished(&mut client, &finished, &mut results) {
             break End::Lost(e);
         }
         let frame = match client.read_until(Instant::now() + POLL) {
             Ok(Some(frame)) => frame,
             Ok(None) => continue,
-            Err(ClientError::Closed(4000, _)) => break End::Replaced,
+            Err(ClientError::Closed(4000, reason)) if reason == "replaced" => break End::Replaced,
+            Err(ClientError::Closed(4001, reason)) => {
+                warn!(reason = reason.as_str(); "the gateway removed this device; it must be approved again");
+                break End::Lost(ClientError::Closed(4001, reason));
+            }
             Err(e @ ClientError::Closed(..)) => break restart.map_or(End::Lost(e), End::Restart),
             Err(e) => break End::Lost(e),
         };
+        last_frame = Instant::now();
         match (frame["type"].as_str(), frame["event"].as_str()) {
             (Some("event"), Some("node.invoke.request")) => {
                 let request = &frame["payload"];
-                if let Some(answer) = answer(config, request, &done, &running, &mut execs) {
+                if let Some(answer) = runner.answer(request, &mut running) {
                     results += 1;
-                    if let Err(e) = client.send(&result_frame(results, &config.id, request, answer)) {
+                    if let Err(e) = client.send(&result_frame(results, request, answer)) {
                         break End::Lost(e);
                     }
                 }
@@ -184,8 +215,13 @@ fn serve(config: &NodeConfig, mut client: Client, stop: &Stop) -> End {
                 let ms = frame["payload"]["restartExpectedMs"].as_u64().unwrap_or(0);
                 restart = Some(Duration::from_millis(ms).min(RESTART_WAIT_CAP));
             }
+            (Some("event"), Some(event @ ("node.pair.resolved" | "device.pair.resolved"))) => {
+                pairing_resolved(event, &frame["payload"]);
+            }
             (Some("res"), _) if frame["ok"] != true => {
-                warn!(error:% = frame["error"]; "the gateway refused a result");
+                let error = &frame["error"];
+                warn!(code = error["code"].as_str().unwrap_or_default(),
+                    message = error["message"].as_str().unwrap_or_default(); "the gateway refused a result");
             }
             _ => {}
         }
@@ -193,91 +229,27 @@ fn serve(config: &NodeConfig, mut client: Client, stop: &Stop) -> End {
     // Programs still running finish on their own (each has a deadline);
     // their results have nowhere to go.
     drop(finished);
-    for handle in execs {
+    for handle in running.threads {
         let _ = handle.join();
     }
     end
 }
 
-/// Answers a built-in command at once; starts an `--exec` program on its
-/// own thread (its answer comes through `done`) and returns `None`.
-fn answer(
-    config: &NodeConfig,
-    request: &Value,
-    done: &Sender<(Value, Answer)>,
-    running: &Arc<AtomicUsize>,
-    execs: &mut Vec<JoinHandle<()>>,
-) -> Option<Answer> {
-    let command = request["command"].as_str().unwrap_or_default();
-    debug!(command = command, invoke_id = request["id"].as_str().unwrap_or_default(); "invoke request");
-    // The params as the gateway sends them: `paramsJSON` (OpenClaw), else `params`.
-    let params = match (request["paramsJSON"].as_str(), request.get("params")) {
-        (Some(text), _) => text.to_string(),
-        (None, Some(params)) => params.to_string(),
-        (None, None) => "null".to_string(),
-    };
-    let built_in = match command {
-        "device.status" => Some(sysinfo::device_status().to_string()),
-        "system.info" => Some(sysinfo::system_info().to_string()),
-        "echo" => Some(params.clone()),
-        _ => None,
-    };
-    if let Some(payload) = built_in {
-        return Some(Ok(payload));
-    }
-    let Some(exec) = config.execs.iter().find(|e| e.name == command) else {
-        return Some(Err(("UNKNOWN_COMMAND", format!("this node has no command {command:?}"))));
-    };
-    if running.fetch_add(1, SeqCst) >= MAX_RUNNING_EXECS {
-        running.fetch_sub(1, SeqCst);
-        return Some(Err(("BUSY", format!("{MAX_RUNNING_EXECS} programs are already running; try again"))));
-    }
-    let invoke_timeout = Duration::from_millis(request["timeoutMs"].as_u64().unwrap_or(MAX_INVOKE_TIMEOUT_MS));
-    let timeout = config.exec_timeout.min(invoke_timeout);
-    let (exec, request, done, running) = (exec.clone(), request.clone(), done.clone(), running.clone());
-    let spawned = thread::Builder::new().name(format!("exec {}", exec.name)).spawn(move || {
-        let outcome = run_program(&exec, &params, timeout);
-        running.fetch_sub(1, SeqCst);
-        let _ = done.send((request, outcome));
-    });
-    match spawned {
-        Ok(handle) => {
-            execs.push(handle);
-            None
-        }
-        Err(e) => Some(Err(("EXEC_FAILED", format!("cannot start a thread: {e}")))),
-    }
+/// Logs how the gateway decided a pairing request about this node (the
+/// command surface on OpenClaw: `openclaw nodes approve`).
+fn pairing_resolved(event: &str, payload: &Value) {
+    let text = |key: &str| payload[key].as_str().unwrap_or_default().chars().take(128).collect::<String>();
+    info!(event = event, request_id = text("requestId").as_str(), decision = text("decision").as_str();
+        "pairing request resolved");
 }
 
 /// Sends the results of programs that finished since the last call.
-fn send_finished(
-    client: &mut Client,
-    node_id: &str,
-    finished: &Receiver<(Value, Answer)>,
-    results: &mut u64,
-) -> Result<(), ClientError> {
+fn send_finished(client: &mut Client, finished: &Receiver<Finished>, results: &mut u64) -> Result<(), ClientError> {
     while let Ok((request, outcome)) = finished.try_recv() {
         *results += 1;
-        client.send(&result_frame(*results, node_id, &request, outcome))?;
+        client.send(&result_frame(*results, &request, outcome))?;
     }
     Ok(())
-}
-
-/// The `node.invoke.result` request for an answer.
-fn result_frame(n: u64, node_id: &str, request: &Value, outcome: Answer) -> Value {
-    let mut params = json!({"id": request["id"], "nodeId": node_id});
-    match outcome {
-        Ok(payload) => {
-            params["ok"] = json!(true);
-            params["payloadJSON"] = json!(payload);
-        }
-        Err((code, message)) => {
-            params["ok"] = json!(false);
-            let message = &message[..message.floor_char_boundary(MAX_ERROR_MESSAGE_BYTES / 2)];
-            params["error"] = json!({"code": code, "message": message});
-        }
-    }
-    json!({"type": "req", "id": format!("result-{n}"), "method": "node.invoke.result", "params": params})
 }
 
 #[cfg(test)]

@@ -1,11 +1,11 @@
 //! The client side of the protocol, for `goclaw node`, `nodes`, `invoke`
-//! and `watch`: a blocking WebSocket client over a `TcpStream`, the
-//! `connect` handshake, and one request at a time. Reads top to bottom as
-//! the handshake a client must do; never imports the gateway.
+//! and `watch`: a blocking WebSocket client over the transport (plain or
+//! TLS), the upgrade, the `connect` handshake, and one request at a time.
+//! Reads top to bottom as the handshake a client must do; never imports
+//! the gateway.
 
 use std::fmt;
-use std::io::{self, ErrorKind, Read, Write};
-use std::net::TcpStream;
+use std::io::ErrorKind;
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
@@ -13,16 +13,18 @@ use tungstenite::protocol::frame::coding::CloseCode;
 use tungstenite::protocol::{CloseFrame, Role, WebSocket, WebSocketConfig};
 use tungstenite::{Error as WsError, Message};
 
-use crate::client::endpoint::{Endpoint, tcp_connect};
+use crate::client::endpoint::Endpoint;
 use crate::client::error::ClientError;
+use crate::client::hello::Hello;
+use crate::client::transport::{self, Transport};
+use crate::client::trust::TlsSettings;
 use crate::wire::auth::Token;
-use crate::wire::frame::PROTOCOL_VERSION;
-use crate::wire::{accept_key, http, net};
+use crate::wire::{accept_key, http};
 
 /// Largest message the client reads: the gateway's default limit, which
 /// node results pass through.
 const MAX_MESSAGE_BYTES: usize = 512 * 1024;
-/// Time for TCP connect, upgrade and `connect`.
+/// Time for TCP connect, TLS, upgrade and `connect`.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long a close handshake may take when a client leaves.
 const CLOSE_WAIT: Duration = Duration::from_secs(2);
@@ -31,43 +33,20 @@ fn broken(e: &WsError) -> ClientError {
     ClientError::Connection(format!("connection to the gateway lost: {e}"))
 }
 
-/// Who a client says it is in `connect`.
+/// The gateway a client command talks to, and how.
 #[derive(Debug, Clone)]
-pub struct Identity {
-    /// `node` or `operator`.
-    pub role: &'static str,
-    /// The client id (for a node, its node id).
-    pub id: String,
-    /// A human-readable name.
-    pub display_name: String,
-    /// The commands a node answers (empty for operators).
-    pub commands: Vec<String>,
-    /// The gateway's token, if it has one.
+pub struct Target {
+    /// Where it listens.
+    pub endpoint: Endpoint,
+    /// Its shared token, if it has one.
     pub token: Option<Token>,
-}
-
-impl Identity {
-    /// The `connect` params (SPEC §4.1).
-    fn connect_params(&self) -> Value {
-        let mut params = json!({
-            "minProtocol": PROTOCOL_VERSION, "maxProtocol": PROTOCOL_VERSION,
-            "client": {
-                "id": self.id, "displayName": self.display_name, "version": env!("CARGO_PKG_VERSION"),
-                "platform": std::env::consts::OS, "mode": self.role,
-            },
-            "role": self.role,
-            "commands": self.commands,
-        });
-        if let Some(token) = &self.token {
-            params["auth"] = json!({ "token": token.secret() });
-        }
-        params
-    }
+    /// How its certificate is trusted (`wss://`).
+    pub tls: TlsSettings,
 }
 
 /// A connected, greeted client.
 pub struct Client {
-    ws: WebSocket<Deadlined>,
+    ws: WebSocket<Transport>,
     next_id: u64,
 }
 
@@ -78,23 +57,21 @@ impl fmt::Debug for Client {
 }
 
 impl Client {
-    /// Connects, upgrades, answers the challenge with `connect` and returns
-    /// the client and the `hello-ok` payload; all within `timeout`.
+    /// Connects (TCP, TLS for `wss://`), upgrades, answers the challenge
+    /// with `hello`'s `connect` and returns the client and the `hello-ok`
+    /// payload; all within `timeout`.
     ///
     /// # Errors
     /// [`ClientError::Connection`] if the gateway cannot be reached or does
-    /// not upgrade; [`ClientError::Gateway`] if it refuses `connect`.
-    pub fn connect(
-        endpoint: &Endpoint,
-        identity: &Identity,
-        timeout: Duration,
-    ) -> Result<(Client, Value), ClientError> {
+    /// not upgrade; [`ClientError::RefusedForNow`] for 429 and 503;
+    /// [`ClientError::Gateway`] or [`ClientError::PairingPending`] if it
+    /// refuses `connect`.
+    pub fn connect(target: &Target, hello: &Hello<'_>, timeout: Duration) -> Result<(Client, Value), ClientError> {
+        let endpoint = &target.endpoint;
         let deadline = Instant::now() + timeout;
-        let stream = tcp_connect(endpoint, timeout)?;
+        let mut stream = transport::open(endpoint, &target.tls, deadline, timeout)?;
         let cannot =
             |e: std::io::Error| ClientError::Connection(format!("cannot reach the gateway at {endpoint}: {e}"));
-        stream.set_nodelay(true).map_err(cannot)?;
-        stream.set_write_timeout(Some(timeout)).map_err(cannot)?;
 
         // RFC 6455 §4.1: 16 random bytes as the key; the answer must carry
         // their SHA-1 with the protocol's GUID.
@@ -106,14 +83,18 @@ impl Client {
             endpoint.authority(),
             env!("CARGO_PKG_VERSION")
         );
-        net::write_all(&stream, request.as_bytes()).map_err(cannot)?;
+        std::io::Write::write_all(&mut stream, request.as_bytes()).map_err(cannot)?;
+        std::io::Write::flush(&mut stream).map_err(cannot)?;
         let expected = accept_key::accept_key(&key);
         let ((status, reason, retry_after), tail) =
-            http::read_head(&stream, deadline, |head| http::check_response(head, &expected)).map_err(|e| match e {
+            http::read_head_from(&mut stream, |head| http::check_response(head, &expected)).map_err(|e| match e {
                 http::HandshakeError::Refused(_) => {
                     ClientError::Connection(format!("{endpoint} did not answer with a valid WebSocket upgrade"))
                 }
-                other => ClientError::Connection(format!("no upgrade from {endpoint}: {other:?}")),
+                http::HandshakeError::Timeout => too_slow(endpoint),
+                http::HandshakeError::Closed => {
+                    ClientError::Connection(format!("{endpoint} closed the connection before upgrading"))
+                }
             })?;
         if status != 101 {
             let message = format!("{endpoint} refused the upgrade: HTTP {status} {reason}");
@@ -125,7 +106,6 @@ impl Client {
         let config = WebSocketConfig::default()
             .max_message_size(Some(MAX_MESSAGE_BYTES))
             .max_frame_size(Some(MAX_MESSAGE_BYTES));
-        let stream = Deadlined { stream, deadline, timer: net::ReadTimer::default() };
         let ws = WebSocket::from_partially_read(stream, tail, Role::Client, Some(config));
         let mut client = Client { ws, next_id: 1 };
 
@@ -133,7 +113,8 @@ impl Client {
         if challenge["event"] != "connect.challenge" {
             return Err(ClientError::Connection(format!("{endpoint} did not send connect.challenge first")));
         }
-        let hello = client.request_until("connect", identity.connect_params(), deadline)?;
+        let params = hello.params(&challenge).map_err(|why| ClientError::Connection(format!("{endpoint}: {why}")))?;
+        let hello = client.request_until("connect", params, deadline)?;
         Ok((client, hello))
     }
 
@@ -183,7 +164,7 @@ impl Client {
             if Instant::now() >= deadline {
                 return Ok(None);
             }
-            self.ws.get_mut().deadline = deadline;
+            self.ws.get_mut().set_deadline(deadline);
             match self.ws.read() {
                 Ok(Message::Text(text)) => {
                     return match serde_json::from_str::<Value>(&text) {
@@ -210,9 +191,15 @@ impl Client {
     }
 
     /// Leaves with a close handshake (1000), waiting at most two seconds.
-    pub fn close(mut self) {
-        let normal = CloseFrame { code: CloseCode::Normal, reason: "".into() };
-        if self.ws.close(Some(normal)).is_err() {
+    pub fn close(self) {
+        self.close_with(1000, "");
+    }
+
+    /// Leaves with a close handshake with this code and reason, waiting at
+    /// most two seconds.
+    pub fn close_with(mut self, code: u16, reason: &str) {
+        let frame = CloseFrame { code: CloseCode::from(code), reason: reason.to_string().into() };
+        if self.ws.close(Some(frame)).is_err() {
             return;
         }
         let until = Instant::now() + CLOSE_WAIT;
@@ -220,37 +207,18 @@ impl Client {
     }
 }
 
-/// The client's socket, its reads bounded by an absolute deadline: a
-/// gateway trickling a frame byte by byte cannot stretch a read past it
-/// (a per-read socket timeout would restart with every byte).
-struct Deadlined {
-    stream: TcpStream,
-    deadline: Instant,
-    timer: net::ReadTimer,
-}
-
-impl Read for Deadlined {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        self.timer.read(&self.stream, buf, self.deadline)
-    }
-}
-
-impl Write for Deadlined {
-    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        (&self.stream).write(buf)
-    }
-
-    fn flush(&mut self) -> io::Result<()> {
-        Ok(())
-    }
-}
-
-/// An error answer as a [`ClientError::Gateway`]: goclaw's precise reason
-/// (`details.code`) when there is one, else the top-level code; a node's
-/// own error (`details.nodeError`) as the node sent it.
-fn gateway_error(error: &Value) -> ClientError {
-    let text = |v: &Value| v.as_str().map(str::to_string);
+/// An error answer as a [`ClientError`]: `NOT_PAIRED` with a pairing
+/// request as [`ClientError::PairingPending`]; otherwise goclaw's precise
+/// reason (`details.code`) when there is one, else the top-level code; a
+/// node's own error (`details.nodeError`) as the node sent it.
+pub fn gateway_error(error: &Value) -> ClientError {
+    let text = |v: &Value| v.as_str().map(|s| s.chars().take(256).collect::<String>());
     let details = &error["details"];
+    if error["code"] == "NOT_PAIRED"
+        && let Some(request_id) = text(&details["requestId"]).filter(|r| !r.is_empty())
+    {
+        return ClientError::PairingPending { request_id, device_id: text(&details["deviceId"]).unwrap_or_default() };
+    }
     let node = &details["nodeError"];
     let (code, message) = if node.is_object() {
         (text(&node["code"]), text(&node["message"]))
@@ -267,14 +235,41 @@ fn too_slow(endpoint: &Endpoint) -> ClientError {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::io::Write;
+    use std::net::TcpStream;
+
+    #[test]
+    fn errors_keep_the_precise_reason_and_spot_a_pending_device() {
+        let cases = [
+            (json!({"code":"INVALID_REQUEST","message":"m","details":{"code":"UNAUTHORIZED"}}), "UNAUTHORIZED: m"),
+            (json!({"code":"UNAVAILABLE","message":"node not connected"}), "UNAVAILABLE: node not connected"),
+            (
+                json!({"code":"UNAVAILABLE","message":"x","details":{"nodeError":{"code":"EXEC_FAILED","message":"y"}}}),
+                "EXEC_FAILED: y",
+            ),
+        ];
+        for (error, text) in cases {
+            assert_eq!(gateway_error(&error).to_string(), text);
+        }
+        let pending = json!({"code":"NOT_PAIRED","message":"pairing required","details":{"code":"PAIRING_REQUIRED",
+            "requestId":"r-1","deviceId":"0123456789abcdef"}});
+        assert_eq!(
+            gateway_error(&pending),
+            ClientError::PairingPending { request_id: "r-1".into(), device_id: "0123456789abcdef".into() }
+        );
+        let text = gateway_error(&pending).to_string();
+        assert!(text.contains("goclaw nodes approve r-1") && text.contains("openclaw devices approve r-1"), "{text}");
+        let no_request = json!({"code":"NOT_PAIRED","message":"device identity required","details":{"code":"DEVICE_IDENTITY_REQUIRED"}});
+        assert!(matches!(gateway_error(&no_request), ClientError::Gateway { .. }));
+    }
 
     #[test]
     fn a_gateway_trickling_a_frame_cannot_stretch_a_read_past_its_deadline() {
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let stream = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
         let (server, _) = listener.accept().unwrap();
-        let deadlined = Deadlined { stream, deadline: Instant::now(), timer: net::ReadTimer::default() };
-        let mut client = Client { ws: WebSocket::from_raw_socket(deadlined, Role::Client, None), next_id: 1 };
+        let transport = Transport::Plain(crate::client::transport::Deadlined::new(stream, Instant::now()));
+        let mut client = Client { ws: WebSocket::from_raw_socket(transport, Role::Client, None), next_id: 1 };
         // A 100-byte text frame, one byte every 20 ms: two seconds in all.
         let mut frame = vec![0x81, 100];
         frame.extend([b' '; 100]);

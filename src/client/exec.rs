@@ -1,12 +1,13 @@
-//! The `--exec` program runner: one listed program, no shell, the invoke's
-//! params as JSON on its stdin and its stdout (JSON) as the answer. Bounded
-//! in time (the program's whole process group is killed at the deadline)
-//! and in output; never runs anything that was not listed at start.
+//! The program runner: a listed program in a process group of its own, no
+//! shell, bounded in time (the whole group is killed at the deadline) and in
+//! output. For `--exec` commands, the invoke's params as JSON on its stdin
+//! and its stdout (JSON) as the answer; `system.run` (`client::run`) uses
+//! the same bounded run. Never runs anything that was not listed at start.
 
 use std::io::{Read, Write};
 use std::os::unix::process::CommandExt;
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command, ExitStatus, Stdio};
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
@@ -19,6 +20,8 @@ pub const MAX_EXEC_OUTPUT: usize = 256 * 1024;
 const PIPE_GRACE: Duration = Duration::from_millis(100);
 /// Bytes of a failing program's stderr quoted in its error.
 const STDERR_TAIL_BYTES: usize = 512;
+/// Bytes of an `--exec` program's stderr read (the rest is drained).
+const STDERR_KEPT_BYTES: usize = 64 * 1024;
 
 /// A command's outcome: the payload as JSON text, or an error code and message.
 pub type Answer = Result<String, (&'static str, String)>;
@@ -28,35 +31,54 @@ pub type Answer = Result<String, (&'static str, String)>;
 pub struct Exec {
     /// The command name operators invoke.
     pub name: String,
-    /// The program run for it (no shell, no arguments).
+    /// The program run for it, canonical (no shell, no arguments).
     pub program: PathBuf,
+    /// The file name it was listed as (`ls` for `/bin/ls`, even when that
+    /// is a link to a multi-call binary such as busybox): its `argv[0]`.
+    pub invoked_as: String,
 }
 
-/// Runs an `--exec` program: `params` on its stdin, its stdout (JSON) as
-/// the payload. Bounded in time and in output; nothing but the listed
-/// program runs, and no shell.
-pub fn run_program(exec: &Exec, params: &str, timeout: Duration) -> Answer {
-    let failed = |message: String| Err(("EXEC_FAILED", message));
-    let name = &exec.name;
-    let mut command = Command::new(&exec.program);
+/// How a bounded run ended.
+#[derive(Debug)]
+pub struct Ran {
+    /// The exit status; `None` when it was killed at the deadline.
+    pub status: Option<ExitStatus>,
+    /// What it wrote on stdout, at most the limit asked for plus one byte;
+    /// `None` when something it left running still holds stdout open.
+    pub stdout: Option<Vec<u8>>,
+    /// What it wrote on stderr, at most the limit asked for plus one byte.
+    pub stderr: Vec<u8>,
+}
+
+/// Runs `command` with `stdin` on its standard input (none: /dev/null),
+/// in a process group of its own, until it exits and its pipes close or
+/// `timeout` passes; then kills what is left of the group. Reads at most
+/// `max_stdout + 1` and `max_stderr + 1` bytes (the rest is drained).
+///
+/// # Errors
+/// The program cannot be started.
+pub fn run_bounded(
+    mut command: Command,
+    stdin: Option<String>,
+    timeout: Duration,
+    max_stdout: usize,
+    max_stderr: usize,
+) -> std::io::Result<Ran> {
     // A process group of its own: on timeout, or once it exits, whatever
     // it started dies with it, and nothing is left holding its pipes open.
-    command.process_group(0).stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped());
-    let mut child = match command.spawn() {
-        Ok(child) => child,
-        Err(e) => return failed(format!("cannot start {}: {e}", exec.program.display())),
-    };
+    let input = if stdin.is_some() { Stdio::piped() } else { Stdio::null() };
+    command.process_group(0).stdin(input).stdout(Stdio::piped()).stderr(Stdio::piped());
+    let mut child = command.spawn()?;
     let deadline = Instant::now() + timeout;
     // Each pipe on a thread of its own: a program that fills one pipe
     // while we wait on another must not deadlock us.
-    let stdin = child.stdin.take().map(|mut pipe| {
-        let params = params.to_string();
+    let stdin = child.stdin.take().zip(stdin).map(|(mut pipe, text)| {
         thread::spawn(move || {
-            let _ = pipe.write_all(params.as_bytes());
+            let _ = pipe.write_all(text.as_bytes());
         })
     });
-    let stdout = child.stdout.take().map(|pipe| thread::spawn(move || read_bounded(pipe, MAX_EXEC_OUTPUT + 1)));
-    let stderr = child.stderr.take().map(|pipe| thread::spawn(move || read_bounded(pipe, 64 * 1024)));
+    let stdout = child.stdout.take().map(|pipe| thread::spawn(move || read_bounded(pipe, max_stdout + 1)));
+    let stderr = child.stderr.take().map(|pipe| thread::spawn(move || read_bounded(pipe, max_stderr + 1)));
     let mut status = None;
     poll_until(deadline, || match child.try_wait() {
         Ok(Some(exited)) => {
@@ -68,28 +90,44 @@ pub fn run_program(exec: &Exec, params: &str, timeout: Duration) -> Answer {
     });
     let open =
         |stdout: &Pipe, stderr: &Pipe| [stdout, stderr].iter().any(|p| p.as_ref().is_some_and(|h| !h.is_finished()));
-    let Some(status) = status else {
+    if status.is_none() {
         // Not reaped yet, so its group id cannot have been reused.
         kill_group(&child);
         let _ = child.wait();
         poll_until(Instant::now() + PIPE_GRACE, || !open(&stdout, &stderr));
-        collect(stdin, stdout, stderr);
-        return Err(("EXEC_TIMEOUT", format!("{name} did not finish within {} ms", timeout.as_millis())));
-    };
-    // It exited; something it started may still hold its pipes open. Wait
-    // for them until the deadline, then kill what is left of its group
-    // (still in use by whoever holds the pipes, so not reused).
-    if !poll_until(deadline, || !open(&stdout, &stderr)) {
+    } else if !poll_until(deadline, || !open(&stdout, &stderr)) {
+        // It exited; something it started may still hold its pipes open.
+        // Waited for until the deadline; then what is left of its group is
+        // killed (still in use by whoever holds the pipes, so not reused).
         kill_group(&child);
         poll_until(Instant::now() + PIPE_GRACE, || !open(&stdout, &stderr));
     }
-    let (Some(output), errors) = collect(stdin, stdout, stderr) else {
+    let (stdout, stderr) = collect(stdin, stdout, stderr);
+    Ok(Ran { status, stdout, stderr })
+}
+
+/// Runs an `--exec` program: `params` on its stdin, its stdout (JSON) as
+/// the payload. Bounded in time and in output; nothing but the listed
+/// program runs, and no shell.
+pub fn run_program(exec: &Exec, params: &str, timeout: Duration) -> Answer {
+    let failed = |message: String| Err(("EXEC_FAILED", message));
+    let name = &exec.name;
+    let mut command = Command::new(&exec.program);
+    command.arg0(&exec.invoked_as);
+    let ran = match run_bounded(command, Some(params.to_string()), timeout, MAX_EXEC_OUTPUT, STDERR_KEPT_BYTES) {
+        Ok(ran) => ran,
+        Err(e) => return failed(format!("cannot start {}: {e}", exec.program.display())),
+    };
+    let Some(status) = ran.status else {
+        return Err(("EXEC_TIMEOUT", format!("{name} did not finish within {} ms", timeout.as_millis())));
+    };
+    let Some(output) = ran.stdout else {
         // Something left its group (setsid) and keeps the pipe: its reader
         // thread is left to end whenever that does; we do not wait.
         return failed(format!("{name} left a process running that holds its output open"));
     };
     if !status.success() {
-        let tail = tail(&errors, STDERR_TAIL_BYTES);
+        let tail = tail(&ran.stderr, STDERR_TAIL_BYTES);
         return failed(format!("{name} failed ({status}){}{tail}", if tail.is_empty() { "" } else { ": " }));
     }
     if output.len() > MAX_EXEC_OUTPUT {
@@ -169,7 +207,7 @@ mod tests {
         let path = dir.join(name);
         std::fs::write(&path, format!("#!/bin/sh\n{body}\n")).unwrap();
         std::fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
-        Exec { name: name.to_string(), program: path }
+        Exec { name: name.to_string(), program: path, invoked_as: name.to_string() }
     }
 
     #[test]
@@ -206,7 +244,9 @@ mod tests {
         let (code, message) = run_program(&flood, "null", second).unwrap_err();
         assert_eq!(code, "EXEC_FAILED");
         assert!(message.contains("more than"), "{message}");
-        let missing = Exec { name: "missing".into(), program: "/nonexistent/goclaw-program".into() };
+        let missing =
+            Exec { name: "missing".into(), program: "/nonexistent/goclaw-program".into(), invoked_as: "x".into() };
         assert_eq!(run_program(&missing, "null", second).unwrap_err().0, "EXEC_FAILED");
+        std::fs::remove_dir_all(echo.program.parent().unwrap()).unwrap();
     }
 }

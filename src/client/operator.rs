@@ -1,29 +1,36 @@
 //! `goclaw nodes`, `goclaw invoke` and `goclaw watch`: the operator side,
-//! for people at a shell and for scripts. Each connects as an operator,
-//! does one thing and leaves with a close handshake. A gateway that
-//! refuses the connection for now (429, 503) is asked again a bounded
-//! number of times, after the `Retry-After` it gave.
+//! for people at a shell and for scripts, against goclaw or a real OpenClaw
+//! gateway. Each connects as an operator with a device key of its own
+//! (2026.5.7 grants an unsigned operator no scope), does one thing and
+//! leaves with a close handshake. A gateway that refuses the connection for
+//! now (429, 503) is asked again a bounded number of times, after the
+//! `Retry-After` it gave; a device waiting for approval is exit 4 at once.
 
 use std::io::{self, Write};
+use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
 use crate::client::agent::random_fraction;
-use crate::client::conn::{CONNECT_TIMEOUT, Client, Identity};
-use crate::client::endpoint::Endpoint;
+use crate::client::conn::{CONNECT_TIMEOUT, Client, Target};
+use crate::client::dial::Dialer;
 use crate::client::error::ClientError;
+use crate::client::hello::ClientRole;
+use crate::client::listing::{self, is_device_id, list_all, node_table};
+use crate::client::state::{CLI_DIR, DeviceState};
 use crate::util::{Stop, unix_ms};
-use crate::wire::auth::Token;
 
-/// Exit status for an error answer from the gateway.
+/// Exit status for an error answer from the gateway (and for this
+/// client's own device identity that cannot be read).
 pub const EXIT_GATEWAY_ERROR: u8 = 1;
 /// Exit status for bad usage.
 pub const EXIT_USAGE: u8 = 2;
 /// Exit status when the gateway cannot be reached or the connection breaks.
 pub const EXIT_CONNECTION: u8 = 3;
 /// Exit status when the gateway still refuses the connection for now (rate
-/// limited, at capacity, restarting) after [`REFUSED_ATTEMPTS`].
+/// limited, at capacity, restarting) after [`REFUSED_ATTEMPTS`], or this
+/// client's device waits for approval.
 pub const EXIT_REFUSED: u8 = 4;
 
 /// Connection attempts, the first included, while the gateway answers 429
@@ -37,43 +44,50 @@ const DEFAULT_RETRY_AFTER: Duration = Duration::from_secs(1);
 /// At most this much is added to each wait, at random, so that scripts
 /// refused together do not come back together.
 pub const RETRY_JITTER: Duration = Duration::from_millis(250);
-
-/// Most `node.list` pages `goclaw nodes` follows.
-const MAX_PAGES: usize = 1000;
-/// Time for an answer to `node.list`.
-const LIST_TIMEOUT: Duration = Duration::from_secs(10);
 /// Slack over an invoke's own timeout before we stop waiting for the
 /// gateway's answer (it answers `TIMEOUT` itself at the deadline).
 const INVOKE_SLACK: Duration = Duration::from_secs(5);
 /// How often `watch` looks up from the socket for a stop request.
 const WATCH_POLL: Duration = Duration::from_millis(200);
 
-/// The gateway an operator command talks to.
+/// An operator command's gateway, and where its device key lives.
 #[derive(Debug, Clone)]
-pub struct Target {
-    /// Where it listens.
-    pub endpoint: Endpoint,
-    /// Its token, if it has one.
-    pub token: Option<Token>,
+pub struct Operator {
+    /// The gateway.
+    pub target: Target,
+    /// The state directory (the key is in its `cli/`); `None`: no device
+    /// (no directory could be found), which only a gateway that takes
+    /// unsigned operators (goclaw, 2026.9.6, on loopback) serves.
+    pub state_dir: Option<PathBuf>,
 }
 
-impl Target {
+impl Operator {
     /// Connects as an operator. While the gateway refuses for now, waits
     /// what its `Retry-After` says (plus jitter) and tries again, up to
     /// [`REFUSED_ATTEMPTS`] attempts and [`REFUSED_WAIT_BUDGET`] of waiting;
     /// `stop` ends a wait early.
-    fn connect(&self, stop: &Stop) -> Result<Client, ClientError> {
-        let identity = Identity {
-            role: "operator",
-            id: format!("goclaw-cli-{}", std::process::id()),
-            display_name: "goclaw CLI".to_string(),
+    ///
+    /// # Errors
+    /// As [`Client::connect`]; [`ClientError::State`] for a device key that
+    /// cannot be read or made.
+    pub fn connect(&self, stop: &Stop) -> Result<Client, ClientError> {
+        let device = match &self.state_dir {
+            Some(dir) => Some(DeviceState::open(&dir.join(CLI_DIR))?),
+            None => None,
+        };
+        let mut dialer = Dialer {
+            target: self.target.clone(),
+            role: ClientRole::Operator,
+            instance_id: None,
+            display_name: Some("goclaw CLI".to_string()),
             commands: Vec::new(),
-            token: self.token.clone(),
+            device,
         };
         let (mut attempt, mut waited) = (1, Duration::ZERO);
         loop {
-            let (message, retry_after) = match Client::connect(&self.endpoint, &identity, CONNECT_TIMEOUT) {
-                Ok((client, _hello)) => return Ok(client),
+            let (message, retry_after) = match dialer.dial(CONNECT_TIMEOUT, true) {
+                Ok((client, _)) => return Ok(client),
+                Err(pending @ ClientError::PairingPending { .. }) => return self.unsigned(&mut dialer, pending),
                 Err(ClientError::RefusedForNow { message, retry_after }) => (message, retry_after),
                 Err(e) => return Err(e),
             };
@@ -95,14 +109,36 @@ impl Target {
             return Err(ClientError::RefusedForNow { message: format!("{message} ({why})"), retry_after });
         }
     }
+
+    /// This device waits for approval. On loopback with the shared token a
+    /// gateway may serve an unsigned operator (goclaw with
+    /// `--local-auto-approve false`: how its own host approves the first
+    /// devices); only if it grants scopes is that used, else `pending`.
+    fn unsigned(&self, dialer: &mut Dialer, pending: ClientError) -> Result<Client, ClientError> {
+        if !(self.target.endpoint.is_loopback() && self.target.token.is_some()) {
+            return Err(pending);
+        }
+        match dialer.dial(CONNECT_TIMEOUT, false) {
+            Ok((client, welcome)) if welcome.scopes.as_ref().is_none_or(|s| !s.is_empty()) => Ok(client),
+            Ok((client, _)) => {
+                client.close();
+                Err(pending)
+            }
+            Err(_) => Err(pending),
+        }
+    }
+}
+
+fn write_failed(e: io::Error) -> ClientError {
+    ClientError::Connection(format!("cannot write the output: {e}"))
 }
 
 /// `goclaw nodes`: the connected nodes as a table, or as JSON.
 ///
 /// # Errors
 /// The gateway's error answer, or a connection problem.
-pub fn nodes(target: &Target, as_json: bool, out: &mut impl Write) -> Result<(), ClientError> {
-    let mut client = target.connect(&Stop::default())?;
+pub fn nodes(operator: &Operator, as_json: bool, out: &mut impl Write) -> Result<(), ClientError> {
+    let mut client = operator.connect(&Stop::default())?;
     let nodes = list_all(&mut client);
     client.close();
     let nodes = nodes?;
@@ -111,75 +147,21 @@ pub fn nodes(target: &Target, as_json: bool, out: &mut impl Write) -> Result<(),
     } else {
         out.write_all(node_table(&nodes, unix_ms()).as_bytes())
     };
-    written.map_err(|e| ClientError::Connection(format!("cannot write the output: {e}")))
+    written.map_err(write_failed)
 }
 
-/// Every connected node, following `node.list`'s pages (at most
-/// [`MAX_PAGES`], so a gateway that keeps sending cursors cannot loop us).
-fn list_all(client: &mut Client) -> Result<Vec<Value>, ClientError> {
-    let mut nodes = Vec::new();
-    let mut cursor: Option<String> = None;
-    for _ in 0..MAX_PAGES {
-        let params = match &cursor {
-            Some(cursor) => json!({"cursor": cursor}),
-            None => json!({}),
-        };
-        let page = client.request("node.list", params, LIST_TIMEOUT)?;
-        nodes.extend(page["nodes"].as_array().cloned().unwrap_or_default());
-        match page["nextCursor"].as_str() {
-            Some(next) if cursor.as_deref() != Some(next) => cursor = Some(next.to_string()),
-            _ => return Ok(nodes),
-        }
+/// The node id `wanted` names (SPEC §2), asking the gateway's `node.list`
+/// unless it is a whole device id already; as given if no node matches
+/// (the gateway then says it does not know it).
+///
+/// # Errors
+/// The gateway's error answer; [`ClientError::Usage`] when it is ambiguous.
+pub fn node_id(client: &mut Client, wanted: &str) -> Result<String, ClientError> {
+    if is_device_id(wanted) {
+        return Ok(wanted.to_string());
     }
-    Ok(nodes)
-}
-
-/// The aligned table `goclaw nodes` prints.
-pub fn node_table(nodes: &[Value], now_ms: u64) -> String {
-    let text = |v: &Value| v.as_str().unwrap_or("-").to_string();
-    let mut rows = vec![["ID", "NAME", "PLATFORM", "VERSION", "COMMANDS", "CONNECTED"].map(String::from)];
-    for node in nodes {
-        let commands: Vec<&str> =
-            node["commands"].as_array().map(|c| c.iter().filter_map(Value::as_str).collect()).unwrap_or_default();
-        let since = node["connectedAtMs"].as_u64().map_or("-".to_string(), |at| {
-            format!("{} ago", human_duration(Duration::from_millis(now_ms.saturating_sub(at))))
-        });
-        rows.push([
-            text(&node["nodeId"]),
-            text(&node["displayName"]),
-            text(&node["platform"]),
-            text(&node["version"]),
-            commands.join(","),
-            since,
-        ]);
-    }
-    let mut widths = [0usize; 6];
-    for row in &rows {
-        for (width, cell) in widths.iter_mut().zip(row) {
-            *width = (*width).max(cell.chars().count());
-        }
-    }
-    let mut table = String::new();
-    for row in &rows {
-        let cells: Vec<String> = row.iter().zip(widths).map(|(cell, width)| format!("{cell:<width$}")).collect();
-        table.push_str(cells.join("  ").trim_end());
-        table.push('\n');
-    }
-    if nodes.is_empty() {
-        table.push_str("(no nodes connected)\n");
-    }
-    table
-}
-
-/// "42s", "7m05s", "3h12m", "2d04h".
-pub fn human_duration(d: Duration) -> String {
-    let s = d.as_secs();
-    match s {
-        0..60 => format!("{s}s"),
-        60..3600 => format!("{}m{:02}s", s / 60, s % 60),
-        3600..86400 => format!("{}h{:02}m", s / 3600, s % 3600 / 60),
-        _ => format!("{}d{:02}h", s / 86400, s % 86400 / 3600),
-    }
+    let nodes = list_all(client)?;
+    Ok(listing::resolve(&nodes, wanted)?.unwrap_or(wanted).to_string())
 }
 
 /// `goclaw invoke`: the node's result payload.
@@ -187,18 +169,20 @@ pub fn human_duration(d: Duration) -> String {
 /// # Errors
 /// The gateway's (or node's) error answer, or a connection problem.
 pub fn invoke(
-    target: &Target,
+    operator: &Operator,
     node: &str,
     command: &str,
     params: Value,
     timeout: Duration,
 ) -> Result<Value, ClientError> {
-    let mut client = target.connect(&Stop::default())?;
-    let params = json!({
-        "nodeId": node, "command": command, "params": params,
-        "timeoutMs": timeout.as_millis() as u64, "idempotencyKey": uuid::Uuid::new_v4().to_string(),
+    let mut client = operator.connect(&Stop::default())?;
+    let answer = node_id(&mut client, node).and_then(|node_id| {
+        let params = json!({
+            "nodeId": node_id, "command": command, "params": params,
+            "timeoutMs": timeout.as_millis() as u64, "idempotencyKey": uuid::Uuid::new_v4().to_string(),
+        });
+        client.request("node.invoke", params, timeout + INVOKE_SLACK)
     });
-    let answer = client.request("node.invoke", params, timeout + INVOKE_SLACK);
     client.close();
     unwrap_invoke(answer?)
 }
@@ -218,13 +202,12 @@ fn unwrap_invoke(answer: Value) -> Result<Value, ClientError> {
 ///
 /// # Errors
 /// A connection problem, the gateway closing the connection included.
-pub fn watch(target: &Target, as_json: bool, stop: &Stop, out: &mut impl Write) -> Result<(), ClientError> {
-    let mut client = match target.connect(stop) {
+pub fn watch(operator: &Operator, as_json: bool, stop: &Stop, out: &mut impl Write) -> Result<(), ClientError> {
+    let mut client = match operator.connect(stop) {
         // Interrupted while waiting to be let in: the same as after.
         Err(ClientError::RefusedForNow { .. }) if stop.is_set() => return Ok(()),
         connected => connected?,
     };
-    let write_failed = |e: io::Error| ClientError::Connection(format!("cannot write the output: {e}"));
     loop {
         if stop.is_set() {
             client.close();
@@ -255,6 +238,8 @@ pub fn watch(target: &Target, as_json: bool, stop: &Stop, out: &mut impl Write) 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::client::endpoint::Endpoint;
+    use crate::client::trust::TlsSettings;
     use std::io::Read;
     use std::net::TcpListener;
     use std::sync::Arc;
@@ -262,8 +247,8 @@ mod tests {
     use std::thread;
 
     /// A fake gateway that answers every upgrade with `answer`; returns its
-    /// target and the count of upgrade requests it has seen.
-    fn refusing(answer: &'static str) -> (Target, Arc<AtomicUsize>) {
+    /// operator (no device) and the count of upgrade requests it has seen.
+    fn refusing(answer: &'static str) -> (Operator, Arc<AtomicUsize>) {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let url = format!("ws://{}/ws", listener.local_addr().unwrap());
         let seen = Arc::new(AtomicUsize::new(0));
@@ -280,15 +265,16 @@ mod tests {
                 let _ = stream.write_all(answer.as_bytes());
             }
         });
-        (Target { endpoint: Endpoint::parse(&url).unwrap(), token: None }, seen)
+        let target = Target { endpoint: Endpoint::parse(&url).unwrap(), token: None, tls: TlsSettings::default() };
+        (Operator { target, state_dir: None }, seen)
     }
 
     #[test]
     fn a_refusal_for_now_is_retried_a_bounded_number_of_times() {
-        let (target, seen) =
+        let (operator, seen) =
             refusing("HTTP/1.1 503 Service Unavailable\r\nRetry-After: 0\r\nContent-Length: 0\r\n\r\n");
         let started = Instant::now();
-        let Err(ClientError::RefusedForNow { message, retry_after }) = target.connect(&Stop::default()) else {
+        let Err(ClientError::RefusedForNow { message, retry_after }) = operator.connect(&Stop::default()) else {
             panic!("not refused")
         };
         assert_eq!(seen.load(Ordering::SeqCst), REFUSED_ATTEMPTS as usize);
@@ -309,9 +295,9 @@ mod tests {
             ),
         ];
         for (answer, status, seconds) in answers {
-            let (target, seen) = refusing(answer);
+            let (operator, seen) = refusing(answer);
             let started = Instant::now();
-            let Err(ClientError::RefusedForNow { message, .. }) = target.connect(&Stop::default()) else {
+            let Err(ClientError::RefusedForNow { message, .. }) = operator.connect(&Stop::default()) else {
                 panic!("not refused")
             };
             assert_eq!(seen.load(Ordering::SeqCst), 1);
@@ -322,40 +308,15 @@ mod tests {
 
     #[test]
     fn other_refusals_are_not_retried_and_a_stop_ends_the_wait() {
-        let (target, seen) = refusing("HTTP/1.1 404 Not Found\r\n\r\n");
-        assert!(matches!(target.connect(&Stop::default()), Err(ClientError::Connection(_))));
+        let (operator, seen) = refusing("HTTP/1.1 404 Not Found\r\n\r\n");
+        assert!(matches!(operator.connect(&Stop::default()), Err(ClientError::Connection(_))));
         assert_eq!(seen.load(Ordering::SeqCst), 1);
 
-        let (target, seen) = refusing("HTTP/1.1 503 Service Unavailable\r\nRetry-After: 20\r\n\r\n");
+        let (operator, seen) = refusing("HTTP/1.1 503 Service Unavailable\r\nRetry-After: 20\r\n\r\n");
         let stop = Stop::default();
         stop.set();
-        let Err(ClientError::RefusedForNow { message, .. }) = target.connect(&stop) else { panic!("not refused") };
+        let Err(ClientError::RefusedForNow { message, .. }) = operator.connect(&stop) else { panic!("not refused") };
         assert!(message.contains("interrupted"), "{message}");
         assert_eq!(seen.load(Ordering::SeqCst), 1);
-    }
-
-    #[test]
-    fn durations_read_like_a_person_wrote_them() {
-        let cases = [(0, "0s"), (59, "59s"), (60, "1m00s"), (425, "7m05s"), (11_520, "3h12m"), (187_200, "2d04h")];
-        for (secs, text) in cases {
-            assert_eq!(human_duration(Duration::from_secs(secs)), text);
-        }
-    }
-
-    #[test]
-    fn the_table_is_aligned() {
-        let nodes = vec![
-            json!({"nodeId": "kitchen-pi", "displayName": "Kitchen Pi", "platform": "linux", "version": "0.1.0",
-                   "commands": ["device.status", "echo"], "connectedAtMs": 1_000}),
-            json!({"nodeId": "n2", "displayName": "N", "platform": "linux", "version": "0.1.0", "commands": [],
-                   "connectedAtMs": 61_000}),
-        ];
-        let table = node_table(&nodes, 3_601_000);
-        let lines: Vec<&str> = table.lines().collect();
-        assert_eq!(lines.len(), 3, "{table}");
-        assert!(lines[0].starts_with("ID          NAME"), "{table}");
-        assert!(lines[1].contains("device.status,echo") && lines[1].ends_with("1h00m ago"), "{table}");
-        assert_eq!(lines[1].find("linux"), lines[2].find("linux"), "{table}");
-        assert_eq!(node_table(&[], 0), "ID  NAME  PLATFORM  VERSION  COMMANDS  CONNECTED\n(no nodes connected)\n");
     }
 }

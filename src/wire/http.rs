@@ -153,6 +153,43 @@ pub fn read_head<T>(
     }
 }
 
+/// [`read_head`] for the client side: the server's answer read through any
+/// reader that bounds its own reads in time (the client's transport, plain
+/// or TLS, whose socket reads carry the deadline), so `TimedOut` (or
+/// `WouldBlock`) from it is the deadline. Same bounds as [`read_head`].
+///
+/// # Errors
+/// See [`HandshakeError`].
+pub fn read_head_from<R: Read, T>(
+    reader: &mut R,
+    check: impl Fn(&[u8]) -> Result<Option<(T, usize)>, Refusal>,
+) -> Result<(T, Vec<u8>), HandshakeError> {
+    let mut buf = vec![0u8; INITIAL_HEAD_BYTES];
+    let mut filled = 0;
+    loop {
+        if filled == buf.len() {
+            if buf.len() >= MAX_HEAD_BYTES {
+                return Err(HandshakeError::Refused(Refusal::TooLarge));
+            }
+            buf.resize((buf.len() * 2).min(MAX_HEAD_BYTES), 0);
+        }
+        let n = match reader.read(&mut buf[filled..]) {
+            Ok(0) => return Err(HandshakeError::Closed),
+            Ok(n) => n,
+            Err(e) if matches!(e.kind(), ErrorKind::TimedOut | ErrorKind::WouldBlock) => {
+                return Err(HandshakeError::Timeout);
+            }
+            Err(e) if e.kind() == ErrorKind::Interrupted => continue,
+            Err(_) => return Err(HandshakeError::Closed),
+        };
+        filled += n;
+        if let Some((value, head_len)) = check(&buf[..filled]).map_err(HandshakeError::Refused)? {
+            let tail = buf.get(head_len..filled).unwrap_or_default().to_vec();
+            return Ok((value, tail));
+        }
+    }
+}
+
 /// Decides on a request head: `Ok(None)` while it is incomplete.
 ///
 /// Order: malformed (400/431), path (404), not an upgrade (426), method
