@@ -119,6 +119,8 @@ fn a_remote_device_waits_for_approval_then_gets_in() {
         (Some(request_id.as_str()), Some(device.id().as_str()))
     );
     assert_eq!(rows[0]["commands"], json!(["echo", "system.which"]));
+    // Where it asked from (here the proxy's address): what an operator weighs.
+    assert_eq!(rows[0]["remoteIp"], "127.0.0.1");
 
     request(&mut op, "a", "node.pair.approve", json!({"requestId": request_id}));
     let (mut approved, mut resolved) = (Value::Null, Value::Null);

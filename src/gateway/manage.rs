@@ -214,6 +214,7 @@ fn device_pending_row(p: &PendingRequest) -> DevicePending<'_> {
         scopes: &p.scopes,
         silent: false,
         is_repair: false,
+        remote_ip: p.source_ip.to_canonical().to_string(),
         ts: p.ts_ms,
     }
 }
@@ -231,6 +232,7 @@ fn node_pending_row(p: &PendingRequest) -> NodePending<'_> {
         caps: &p.caps,
         commands: &p.commands,
         silent: false,
+        remote_ip: p.source_ip.to_canonical().to_string(),
         ts: p.ts_ms,
     }
 }
@@ -294,6 +296,8 @@ struct DevicePending<'a> {
     scopes: &'a [String],
     silent: bool,
     is_repair: bool,
+    /// Where it asked from, as 2026.9.6 has it: what an operator weighs.
+    remote_ip: String,
     ts: u64,
 }
 
@@ -310,6 +314,7 @@ struct NodePending<'a> {
     caps: &'a [String],
     commands: &'a [String],
     silent: bool,
+    remote_ip: String,
     ts: u64,
 }
 
