@@ -112,6 +112,17 @@ for old, new in [
     text = text.replace(old, new)
 open(sys.argv[2], "w").write(text)
 EOF
+# The README shows the file without its comments: every line it shows must be in it.
+python3 - "$CONF" README.md <<'PY'
+import re, sys
+conf = {line.strip() for line in open(sys.argv[1])}
+blocks = re.findall(r"```nginx\n(.*?)```", open(sys.argv[2]).read(), re.S)
+if len(blocks) != 1:
+    sys.exit(f"{sys.argv[2]}: expected one nginx block, found {len(blocks)}")
+missing = [l.strip() for l in blocks[0].splitlines() if l.strip() and l.strip() not in conf]
+if missing:
+    sys.exit(f"{sys.argv[2]}: lines of its nginx block not in {sys.argv[1]}: {missing}")
+PY
 mkdir -p "$WORK/nginx"
 cat > "$WORK/nginx.conf" <<EOF
 # What Debian's /etc/nginx/nginx.conf provides around conf.d/*.conf, minus
