@@ -15,9 +15,7 @@
 #   d. an operator through the proxy (trusting the certificate by
 #      --pin-sha256 alone) waits for approval too, then its invoke works;
 #   and that the proxy serves only /ws (404 elsewhere, goclaw's 426 there).
-# The node is `goclaw node` with only what goclaw-node.service gives it.
-# With a goclaw that has no wss:// yet, the node and the pairing calls are
-# tests/interop/tls_node.py instead, and (d) is skipped.
+# The node is `goclaw node` given only what goclaw-node.service gives it.
 #
 #   bash tests/interop/tls_proxy.sh [target/release/goclaw]
 #
@@ -28,7 +26,6 @@ set -euo pipefail
 cd "$(dirname "$0")/../.."
 
 GOCLAW=$(realpath "${1:-target/release/goclaw}")
-HELPER=tests/interop/tls_node.py
 CONF=deploy/nginx-goclaw.conf
 TOKEN=tls-proxy-test-token
 
@@ -174,51 +171,29 @@ ok "$("$NGINX" -v 2>&1 | cut -d' ' -f3) up with $CONF: $WSS_URL -> $GW_URL"
 [ "$(https /ws)" = 426 ] || fail "GET /ws (no upgrade) through the proxy: expected goclaw's 426, got $(https /ws)"
 ok "the proxy serves /ws only (/ is 404; /ws without an upgrade reaches goclaw: 426)"
 
-# The node side: goclaw node once it speaks wss:// (it has --ca-file); until
-# then tests/interop/tls_node.py, which does what goclaw node will.
-if "$GOCLAW" node --help 2>&1 | grep -q -- '--ca-file'; then NODE_SIDE=goclaw; else NODE_SIDE=python; fi
-echo "node side: $NODE_SIDE"
 op() { # an operator command on the gateway's host, straight to it on loopback
-    if [ "$NODE_SIDE" = goclaw ]; then
-        "$GOCLAW" "$@" --url "$GW_URL" --token "$TOKEN" --state-dir "$WORK/cli"
-    else
-        "$GOCLAW" "$@" --url "$GW_URL" --token "$TOKEN"
-    fi
+    "$GOCLAW" "$@" --url "$GW_URL" --token "$TOKEN" --state-dir "$WORK/cli"
 }
-pending_json() {
-    if [ "$NODE_SIDE" = goclaw ]; then op nodes pending --json; else python3 "$HELPER" pending --url "$GW_URL" --token "$TOKEN"; fi
-}
-approve() {
-    if [ "$NODE_SIDE" = goclaw ]; then op nodes approve "$1"; else python3 "$HELPER" approve "$1" --url "$GW_URL" --token "$TOKEN"; fi
-}
+pending_json() { op nodes pending --json; }
+approve() { op nodes approve "$1"; }
 start_node() { # NAME URL
-    if [ "$NODE_SIDE" = goclaw ]; then
-        # What goclaw-node.service gives the agent: no flags, only its
-        # environment (the GOCLAW_* lines of /etc/goclaw/node.env), the token
-        # as a credential and $STATE_DIRECTORY for its device key.
-        mkdir -p "$WORK/$1-credentials"
-        printf '%s\n' "$TOKEN" > "$WORK/$1-credentials/token"
-        local tls=()
-        case "$2" in wss://*) tls=("GOCLAW_CA_FILE=$WORK/ca.pem") ;; esac
-        env -i PATH=/usr/bin:/bin "GOCLAW_URL=$2" "${tls[@]}" "GOCLAW_ID=$1" \
-            "CREDENTIALS_DIRECTORY=$WORK/$1-credentials" "STATE_DIRECTORY=$WORK/$1" \
-            "$GOCLAW" node > "$WORK/$1.log" 2>&1 &
-    else
-        python3 "$HELPER" node --url "$2" --ca-file "$WORK/ca.pem" --token "$TOKEN" --id-file "$WORK/$1.id" \
-            > "$WORK/$1.log" 2>&1 &
-    fi
+    # What goclaw-node.service gives the agent: no flags, only its
+    # environment (the GOCLAW_* lines of /etc/goclaw/node.env), the token
+    # as a credential and $STATE_DIRECTORY for its device key.
+    mkdir -p "$WORK/$1-credentials"
+    printf '%s\n' "$TOKEN" > "$WORK/$1-credentials/token"
+    local tls=()
+    case "$2" in wss://*) tls=("GOCLAW_CA_FILE=$WORK/ca.pem") ;; esac
+    env -i PATH=/usr/bin:/bin "GOCLAW_URL=$2" "${tls[@]}" "GOCLAW_ID=$1" \
+        "CREDENTIALS_DIRECTORY=$WORK/$1-credentials" "STATE_DIRECTORY=$WORK/$1" \
+        "$GOCLAW" node > "$WORK/$1.log" 2>&1 &
     pids+=($!)
 }
-node_id() { # NAME: its device id, which is its node id
-    if [ "$NODE_SIDE" = goclaw ]; then
-        python3 -c 'import json, sys; print(json.load(open(sys.argv[1]))["deviceId"])' "$WORK/$1/node/device.json"
-    else
-        cat "$WORK/$1.id"
-    fi
+node_id() { # NAME: its device id (made on first start), which is its node id
+    python3 -c 'import json, sys; print(json.load(open(sys.argv[1]))["deviceId"])' "$WORK/$1/node/device.json"
 }
-CONNECTED="hello-ok"
-REFUSED="refused NOT_PAIRED PAIRING_REQUIRED"
-if [ "$NODE_SIDE" = goclaw ]; then CONNECTED="connected to the gateway"; REFUSED="waits for approval"; fi
+CONNECTED="connected to the gateway"
+REFUSED="waits for approval"
 
 # ---- 0. control: the same kind of node, straight to the gateway on loopback
 start_node node-direct "$GW_URL"
@@ -246,29 +221,25 @@ ok "b: after approval the node attaches through the proxy and goclaw nodes lists
 
 # ---- c. an invoke reaches it through the proxy
 answer=$(op invoke "$NODE_ID" echo '{"via":"nginx"}' --timeout 10s)
-expected='{"via":"nginx"}'
-[ "$NODE_SIDE" = goclaw ] || expected='{"echoed":{"via":"nginx"},"via":"python-node"}'
-[ "$answer" = "$expected" ] || fail "unexpected invoke answer: $answer"
+[ "$answer" = '{"via":"nginx"}' ] || fail "unexpected invoke answer: $answer"
 ok "c: goclaw invoke ${NODE_ID:0:12}… echo '{\"via\":\"nginx\"}' -> $answer"
 
-if [ "$NODE_SIDE" = goclaw ]; then
-    # ---- d. an operator through the proxy, trusting the certificate by its pin alone
-    PIN=$(openssl x509 -noout -fingerprint -sha256 -in "$WORK/server.pem" | cut -d= -f2)
-    remote_op() { "$GOCLAW" "$@" --url "$WSS_URL" --pin-sha256 "$PIN" --token "$TOKEN" --state-dir "$WORK/remote-cli"; }
-    set +e
-    remote_op nodes --json > "$WORK/remote-op.out" 2>&1
-    status=$?
-    set -e
-    [ "$status" = 4 ] || fail "an operator through the proxy: expected exit 4 (waits for approval), got $status: $(cat "$WORK/remote-op.out")"
-    OP_DEVICE=$(python3 -c 'import json, sys; print(json.load(open(sys.argv[1]))["deviceId"])' "$WORK/remote-cli/cli/device.json")
-    OP_REQUEST=$(pending_json | python3 -c 'import json, sys; print([p["requestId"] for p in json.load(sys.stdin) if p.get("deviceId") == sys.argv[1] and p.get("role") == "operator"][0])' "$OP_DEVICE")
-    approve "$OP_REQUEST" > /dev/null
-    remote_op nodes --json | python3 -c 'import json, sys; sys.exit(not any(n["nodeId"] == sys.argv[1] for n in json.load(sys.stdin)))' "$NODE_ID" \
-        || fail "the approved operator through the proxy does not see $NODE_ID"
-    answer=$(remote_op invoke "$NODE_ID" echo '{"via":"nginx, both ways"}' --timeout 10s)
-    [ "$answer" = '{"via":"nginx, both ways"}' ] || fail "unexpected invoke answer through the proxy: $answer"
-    ok "d: an operator through the proxy (--pin-sha256) waits for approval too (exit 4); approved, its invoke crosses the proxy twice -> $answer"
-fi
+# ---- d. an operator through the proxy, trusting the certificate by its pin alone
+PIN=$(openssl x509 -noout -fingerprint -sha256 -in "$WORK/server.pem" | cut -d= -f2)
+remote_op() { "$GOCLAW" "$@" --url "$WSS_URL" --pin-sha256 "$PIN" --token "$TOKEN" --state-dir "$WORK/remote-cli"; }
+set +e
+remote_op nodes --json > "$WORK/remote-op.out" 2>&1
+status=$?
+set -e
+[ "$status" = 4 ] || fail "an operator through the proxy: expected exit 4 (waits for approval), got $status: $(cat "$WORK/remote-op.out")"
+OP_DEVICE=$(python3 -c 'import json, sys; print(json.load(open(sys.argv[1]))["deviceId"])' "$WORK/remote-cli/cli/device.json")
+OP_REQUEST=$(pending_json | python3 -c 'import json, sys; print([p["requestId"] for p in json.load(sys.stdin) if p.get("deviceId") == sys.argv[1] and p.get("role") == "operator"][0])' "$OP_DEVICE")
+approve "$OP_REQUEST" > /dev/null
+remote_op nodes --json | python3 -c 'import json, sys; sys.exit(not any(n["nodeId"] == sys.argv[1] for n in json.load(sys.stdin)))' "$NODE_ID" \
+    || fail "the approved operator through the proxy does not see $NODE_ID"
+answer=$(remote_op invoke "$NODE_ID" echo '{"via":"nginx, both ways"}' --timeout 10s)
+[ "$answer" = '{"via":"nginx, both ways"}' ] || fail "unexpected invoke answer through the proxy: $answer"
+ok "d: an operator through the proxy (--pin-sha256) waits for approval too (exit 4); approved, its invoke crosses the proxy twice -> $answer"
 
 grep "device approved (local)" "$WORK/gateway.log" | grep -q "$NODE_ID" \
     && fail "the gateway's log says it approved the proxied node as local"
