@@ -247,6 +247,53 @@ fn connections_held_before_connect_make_room_for_newcomers() {
     }
 }
 
+/// Behind a trusted proxy (`--trusted-proxy`) the per-address bounds count
+/// the client its `X-Forwarded-For` names, not the proxy: one client
+/// holding its eight unauthenticated connections does not lock out the
+/// others behind the same proxy. An untrusted peer's header is ignored.
+#[test]
+fn behind_a_trusted_proxy_each_client_has_its_own_bounds() {
+    let mut config = config();
+    config.max_unauthenticated_per_source = 8;
+    config.trusted_proxies = goclaw::gateway::config::TrustedProxies::new(vec![("127.0.0.1".parse().unwrap(), 32)]);
+    let gw = start(config);
+    let addr = gw.local_addr();
+    let through = |client: &str| {
+        let mut stream = tcp(addr, None, None);
+        stream.write_all(upgrade_request("/ws", &format!("X-Forwarded-For: {client}\r\n")).as_bytes()).unwrap();
+        stream
+    };
+    let status = |stream: &mut std::net::TcpStream| {
+        let mut head = [0u8; 12];
+        stream.read_exact(&mut head).unwrap();
+        String::from_utf8_lossy(&head).into_owned()
+    };
+    let mut held: Vec<_> = (0..8).map(|_| through("203.0.113.7")).collect();
+    for stream in &mut held {
+        assert_eq!(status(stream), "HTTP/1.1 101");
+    }
+    assert_eq!(status(&mut through("203.0.113.7")), "HTTP/1.1 429");
+    assert_eq!(status(&mut through("198.51.100.1, 203.0.113.8")), "HTTP/1.1 101");
+    // An untrusted peer (127.0.0.2) names no one: counted as itself.
+    let mut direct: Vec<_> = (0..9)
+        .map(|_| {
+            let mut stream = tcp(addr, source(2), None);
+            stream.write_all(upgrade_request("/ws", "X-Forwarded-For: 192.0.2.99\r\n").as_bytes()).unwrap();
+            stream
+        })
+        .collect();
+    let statuses: Vec<String> = direct.iter_mut().map(status).collect();
+    assert_eq!(statuses.iter().filter(|s| *s == "HTTP/1.1 429").count(), 1, "{statuses:?}");
+    // Pairing sees the client too: its request's remoteIp, its bound.
+    let device = Device::new();
+    let (mut ws, challenge) = upgrade_with(tcp(addr, None, None), &[("X-Forwarded-For", "203.0.113.9")]);
+    let res = hello(&mut ws, device.connect(&challenge, "node", Some(TOKEN), None));
+    assert_eq!(res["error"]["code"], "NOT_PAIRED", "{res}");
+    let mut op = operator(addr);
+    request(&mut op, "p", "node.pair.list", json!({}));
+    assert_eq!(recv_res(&mut op, "p")["payload"]["pending"][0]["remoteIp"], "203.0.113.9");
+}
+
 /// Item 8: control frames and pre-connect frames count against the
 /// message rate; flooding closes 1008.
 #[test]

@@ -44,13 +44,13 @@ impl Args {
 }
 
 /// Splits `args` into `flags` (as `--flag value` or `--flag=value`) and
-/// positional arguments; only `repeatable` may be given more than once.
+/// positional arguments; only the `repeatable` flags may be given more than once.
 /// `Ok(None)`: `--help` was asked for.
 pub fn split_args(
     command: &str,
     args: &[String],
     flags: &[FlagSpec],
-    repeatable: Option<&str>,
+    repeatable: &[&str],
 ) -> Result<Option<Args>, ConfigError> {
     let mut parsed = Args { given: HashMap::new(), positional: Vec::new() };
     let mut args = args.iter();
@@ -76,7 +76,7 @@ pub fn split_args(
             (false, Some(_)) => return Err(ConfigError::new(flag, "takes no value")),
         };
         let values = parsed.given.entry(flag).or_default();
-        if !values.is_empty() && repeatable != Some(flag) {
+        if !values.is_empty() && !repeatable.contains(&flag) {
             return Err(ConfigError::new(flag, "given more than once"));
         }
         values.push(value);

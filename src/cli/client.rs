@@ -41,7 +41,7 @@ pub fn parse_healthcheck<F>(args: &[String], env: &F) -> Result<Command, ConfigE
 where
     F: Fn(&str) -> Option<String>,
 {
-    let Some(parsed) = split_args("healthcheck", args, &[("--url", true)], None)? else {
+    let Some(parsed) = split_args("healthcheck", args, &[("--url", true)], &[])? else {
         return Ok(Command::Help(help::healthcheck()));
     };
     parsed.no_positional("healthcheck")?;
@@ -101,7 +101,7 @@ where
     let flags =
         [("--id", true), ("--display-name", true), ("--exec", true), ("--exec-timeout", true), ("--log-level", true)];
     let flags = [CONNECTION_FLAGS, &flags].concat();
-    let Some(parsed) = split_args("node", args, &flags, Some("--exec"))? else {
+    let Some(parsed) = split_args("node", args, &flags, &["--exec"])? else {
         return Ok(Command::Help(help::node()));
     };
     parsed.no_positional("node")?;
@@ -194,7 +194,7 @@ where
 {
     let own: &[FlagSpec] =
         if command == "invoke" { &[("--json", false), ("--timeout", true)] } else { &[("--json", false)] };
-    let Some(parsed) = split_args(command, args, &[CONNECTION_FLAGS, own].concat(), None)? else {
+    let Some(parsed) = split_args(command, args, &[CONNECTION_FLAGS, own].concat(), &[])? else {
         let sub = if command == "nodes" { args.iter().find(|a| !a.starts_with('-')) } else { None };
         return Ok(Command::Help(help::operator(command, sub.map(String::as_str))));
     };

@@ -6,9 +6,10 @@ use std::path::{Path, PathBuf};
 use crate::cli::args::{FlagSpec, Lookup, resolve_token, split_args};
 use crate::cli::command::Command;
 use crate::cli::values::{
-    parse_addr, parse_bool, parse_duration, parse_level, parse_number, parse_origin, parse_rate, parse_switch,
+    parse_addr, parse_bool, parse_cidr, parse_duration, parse_level, parse_number, parse_origin, parse_rate,
+    parse_switch,
 };
-use crate::gateway::config::Config;
+use crate::gateway::config::{Config, TrustedProxies};
 use crate::util::ConfigError;
 
 /// One `serve` flag: its name, the placeholder for its value, the default
@@ -101,10 +102,16 @@ pub const FLAGS: &[Flag] = &[
         default: "true",
         help: "approve a device silently on loopback with the shared token and no proxy header",
     },
+    Flag {
+        name: "--trusted-proxy",
+        value: "CIDR",
+        default: "none",
+        help: "a reverse proxy whose X-Forwarded-For names the client, for the per-address limits; repeatable",
+    },
 ];
 
-/// The only flag that may be given more than once.
-const REPEATABLE: &str = "--allowed-origin";
+/// The flags that may be given more than once (variables: comma-separated).
+const REPEATABLE: &[&str] = &["--allowed-origin", "--trusted-proxy"];
 
 /// `goclaw serve --help`: the flag table.
 fn help() -> String {
@@ -129,7 +136,7 @@ where
     F: Fn(&str) -> Option<String>,
 {
     let flags: Vec<FlagSpec> = FLAGS.iter().map(|flag| (flag.name, !flag.value.is_empty())).collect();
-    let Some(parsed) = split_args("serve", args, &flags, Some(REPEATABLE))? else {
+    let Some(parsed) = split_args("serve", args, &flags, REPEATABLE)? else {
         return Ok(Command::Help(help()));
     };
     parsed.no_positional("serve")?;
@@ -141,9 +148,14 @@ fn build_config<F: Fn(&str) -> Option<String>>(lookup: &Lookup<'_, F>) -> Result
     let d = Config::default();
     let pong_wait = lookup.parsed("--pong-wait", d.pong_wait, parse_duration)?;
     let allowed_origins = lookup
-        .list(REPEATABLE)
+        .list("--allowed-origin")
         .iter()
         .map(|(source, origin)| parse_origin(source, origin))
+        .collect::<Result<Vec<_>, _>>()?;
+    let trusted_proxies = lookup
+        .list("--trusted-proxy")
+        .iter()
+        .map(|(source, cidr)| parse_cidr(source, cidr))
         .collect::<Result<Vec<_>, _>>()?;
     let config = Config {
         listen: lookup.parsed("--listen", d.listen, parse_addr)?,
@@ -168,6 +180,7 @@ fn build_config<F: Fn(&str) -> Option<String>>(lookup: &Lookup<'_, F>) -> Result
         tick_interval: lookup.parsed("--tick-interval", d.tick_interval, parse_duration)?,
         shutdown_timeout: lookup.parsed("--shutdown-timeout", d.shutdown_timeout, parse_duration)?,
         allowed_origins,
+        trusted_proxies: TrustedProxies::new(trusted_proxies),
         allow_token_nodes: lookup.parsed("--allow-token-nodes", d.allow_token_nodes, parse_switch)?,
         local_auto_approve: lookup.parsed("--local-auto-approve", d.local_auto_approve, parse_bool)?,
         max_unauthenticated_per_source: d.max_unauthenticated_per_source,
@@ -282,6 +295,19 @@ mod tests {
         let config = serve(&["serve", "--token-file", &file], &[("GOCLAW_TOKEN", "env")]).unwrap();
         assert!(config.token.unwrap().matches("from-credentials"));
         std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn trusted_proxies_are_addresses_or_networks() {
+        let config = serve(&["serve", "--trusted-proxy", "127.0.0.1", "--trusted-proxy=10.0.0.0/8"], &[]).unwrap();
+        assert!(config.trusted_proxies.contains("10.9.9.9".parse().unwrap()));
+        assert!(!config.trusted_proxies.contains("127.0.0.2".parse().unwrap()));
+        let config = serve(&["serve"], &[("GOCLAW_TRUSTED_PROXY", "::1, 192.168.0.0/16")]).unwrap();
+        assert!(config.trusted_proxies.contains("192.168.3.4".parse().unwrap()));
+        for bad in ["10.0.0.0/33", "fd00::/129", "proxy.example", "10.0.0.0/", "1.2.3.4/x"] {
+            let error = serve(&["serve", "--trusted-proxy", bad], &[]).unwrap_err();
+            assert_eq!(error.flag, "--trusted-proxy", "{bad}");
+        }
     }
 
     #[test]

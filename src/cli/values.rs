@@ -95,6 +95,21 @@ pub fn parse_origin(flag: &str, text: &str) -> Result<String, ConfigError> {
     Ok(origin)
 }
 
+/// An address or a network (`CIDR`): `127.0.0.1`, `10.0.0.0/8`, `::1`,
+/// `fd00::/8`.
+pub fn parse_cidr(flag: &str, text: &str) -> Result<(std::net::IpAddr, u8), ConfigError> {
+    let (addr, len) = text.split_once('/').map_or((text, None), |(a, l)| (a, Some(l)));
+    let invalid =
+        || ConfigError::new(flag, format!("invalid address or network {text:?}: e.g. 127.0.0.1 or 10.0.0.0/8"));
+    let addr: std::net::IpAddr = addr.parse().map_err(|_| invalid())?;
+    let max = if addr.is_ipv4() { 32 } else { 128 };
+    let len = match len {
+        Some(len) => len.parse::<u8>().ok().filter(|l| *l <= max).ok_or_else(invalid)?,
+        None => max,
+    };
+    Ok((addr, len))
+}
+
 /// A log level name.
 pub fn parse_level(source: &str, text: &str) -> Result<LevelFilter, ConfigError> {
     match text.to_ascii_lowercase().as_str() {

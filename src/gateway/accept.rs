@@ -13,14 +13,12 @@ use std::time::{Duration, Instant};
 use log::{debug, warn};
 
 use crate::gateway::conn;
+use crate::gateway::limits::PREAUTH_RETRY;
 use crate::gateway::state::Shared;
 use crate::ops::metrics::ErrorType;
 use crate::wire::http::{self, Refusal};
 use crate::wire::net::{self, ACCEPT_ERROR_PAUSE};
 
-/// `Retry-After` for a source at its unauthenticated-connection bound:
-/// about what a real client's handshake takes.
-const PREAUTH_RETRY: Duration = Duration::from_secs(1);
 /// At `--max-connections`, a connection that has not completed `connect`
 /// this long after accept may be cut to make room: a real client takes
 /// milliseconds, one holding a slot through the handshake timeout does not.
@@ -63,23 +61,33 @@ fn admit(shared: &Arc<Shared>, stream: TcpStream, addr: SocketAddr) {
         debug!(addr:% = addr, refusal:? = refusal; "connection refused");
         http::refuse_now(stream, refusal);
     };
-    if let Err(wait) = shared.limiter.check(addr.ip(), accepted) {
-        return refuse(&stream, Refusal::RateLimited(wait));
+    // A trusted proxy's connections are counted under the client it names,
+    // once the handshake has read its request (`handshake::upgrade`).
+    let counted = (!shared.config.trusted_proxies.contains(addr.ip())).then_some(addr.ip());
+    if let Some(ip) = counted {
+        if let Err(wait) = shared.limiter.check(ip, accepted) {
+            return refuse(&stream, Refusal::RateLimited(wait));
+        }
+        if !shared.preauth.enter(ip) {
+            return refuse(&stream, Refusal::RateLimited(PREAUTH_RETRY));
+        }
     }
-    if !shared.preauth.enter(addr.ip()) {
-        return refuse(&stream, Refusal::RateLimited(PREAUTH_RETRY));
-    }
+    let uncount = || {
+        if let Some(ip) = counted {
+            shared.preauth.leave(ip);
+        }
+    };
     if !shared.slots.try_acquire() && !make_room(shared, accepted) {
-        shared.preauth.leave(addr.ip());
+        uncount();
         return refuse(&stream, Refusal::AtCapacity);
     }
     if let Err(e) = net::configure(&stream, shared.config.write_wait) {
         shared.slots.release();
-        shared.preauth.leave(addr.ip());
+        uncount();
         debug!(addr:% = addr, error:% = e; "connection lost at accept");
         return;
     }
-    if let Err(conn) = conn::spawn(shared, stream, addr, accepted) {
+    if let Err(conn) = conn::spawn(shared, stream, addr, accepted, counted) {
         warn!(addr:% = addr, active = shared.slots.active(); "cannot start a connection thread");
         refuse(conn.out.stream(), Refusal::AtCapacity);
     }

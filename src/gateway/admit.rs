@@ -134,7 +134,7 @@ fn pair(
         scopes: hello.scopes.clone(),
         caps: hello.caps.clone(),
         commands: hello.commands.clone(),
-        source_ip: conn.addr.ip().to_canonical(),
+        source_ip: conn.client_ip(),
     };
     let requested = shared.pairing.request(new, now).map_err(store_failure)?;
     if requested.created {

@@ -5,7 +5,7 @@
 //! of the gateway. No I/O here.
 
 use std::fmt;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -84,6 +84,9 @@ pub struct Config {
     /// Browser origins allowed to connect (`--allowed-origin`, repeatable).
     /// Empty: any origin. Requests without `Origin` are always allowed.
     pub allowed_origins: Vec<String>,
+    /// Reverse proxies whose `X-Forwarded-For` names the client
+    /// (`--trusted-proxy`, repeatable); empty: none.
+    pub trusted_proxies: TrustedProxies,
     /// Accept nodes that present no device identity, by the shared token
     /// and `client.id` (`--allow-token-nodes`, default off; SPEC §4.4).
     pub allow_token_nodes: bool,
@@ -119,6 +122,7 @@ impl Default for Config {
             tick_interval: Duration::from_secs(15),
             shutdown_timeout: Duration::from_secs(5),
             allowed_origins: Vec::new(),
+            trusted_proxies: TrustedProxies::default(),
             allow_token_nodes: false,
             local_auto_approve: true,
             max_unauthenticated_per_source: 8,
@@ -150,11 +154,52 @@ impl fmt::Debug for Config {
             .field("tick_interval", &self.tick_interval)
             .field("shutdown_timeout", &self.shutdown_timeout)
             .field("allowed_origins", &self.allowed_origins)
+            .field("trusted_proxies", &self.trusted_proxies)
             .field("allow_token_nodes", &self.allow_token_nodes)
             .field("local_auto_approve", &self.local_auto_approve)
             .field("max_unauthenticated_per_source", &self.max_unauthenticated_per_source)
             .finish()
     }
+}
+
+/// Reverse proxies trusted to name the client (`--trusted-proxy CIDR`):
+/// a connection from one of them counts against the per-address limits
+/// under the address its `X-Forwarded-For` gives, not under the proxy's.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TrustedProxies(Vec<(IpAddr, u8)>);
+
+impl TrustedProxies {
+    /// From `(network, prefix length)` pairs, as `--trusted-proxy` parses them.
+    pub fn new(networks: Vec<(IpAddr, u8)>) -> TrustedProxies {
+        TrustedProxies(networks)
+    }
+
+    /// Whether `ip` is one of the trusted proxies.
+    pub fn contains(&self, ip: IpAddr) -> bool {
+        let ip = ip.to_canonical();
+        self.0.iter().any(|&(net, len)| match (net.to_canonical(), ip) {
+            (IpAddr::V4(net), IpAddr::V4(ip)) => prefix_eq(u32::from(net).into(), u32::from(ip).into(), 32, len),
+            (IpAddr::V6(net), IpAddr::V6(ip)) => prefix_eq(u128::from(net), u128::from(ip), 128, len),
+            _ => false,
+        })
+    }
+
+    /// The client behind the proxy `peer`: the last address of the
+    /// `X-Forwarded-For` chain (`forwarded_for`, in header order) that is
+    /// not itself a trusted proxy. `None` when `peer` is not trusted or the
+    /// chain names no one.
+    pub fn client(&self, peer: IpAddr, forwarded_for: &[IpAddr]) -> Option<IpAddr> {
+        if !self.contains(peer) {
+            return None;
+        }
+        forwarded_for.iter().rev().find(|ip| !self.contains(**ip)).or(forwarded_for.first()).copied()
+    }
+}
+
+/// Whether the first `len` of `bits` bits of `a` and `b` are equal.
+fn prefix_eq(a: u128, b: u128, bits: u32, len: u8) -> bool {
+    let len = u32::from(len).min(bits);
+    len == 0 || (a ^ b) >> (bits - len) == 0
 }
 
 impl Config {
@@ -224,6 +269,31 @@ impl Config {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn trusted_proxies_name_the_client_behind_them() {
+        let ip = |s: &str| s.parse::<IpAddr>().unwrap();
+        let proxies = TrustedProxies::new(vec![(ip("127.0.0.1"), 32), (ip("10.0.0.0"), 8), (ip("fd00::"), 8)]);
+        for (addr, trusted) in [
+            ("127.0.0.1", true),
+            ("127.0.0.2", false),
+            ("10.200.0.1", true),
+            ("11.0.0.1", false),
+            ("::ffff:10.1.2.3", true),
+            ("fd12::1", true),
+            ("fe80::1", false),
+        ] {
+            assert_eq!(proxies.contains(ip(addr)), trusted, "{addr}");
+        }
+        // The nearest untrusted hop, right to left; a peer not trusted names no one.
+        let chain = [ip("198.51.100.1"), ip("203.0.113.7"), ip("10.0.0.9")];
+        assert_eq!(proxies.client(ip("127.0.0.1"), &chain), Some(ip("203.0.113.7")));
+        assert_eq!(proxies.client(ip("192.0.2.1"), &chain), None);
+        assert_eq!(proxies.client(ip("127.0.0.1"), &[]), None);
+        assert_eq!(proxies.client(ip("127.0.0.1"), &[ip("10.0.0.9")]), Some(ip("10.0.0.9")));
+        assert!(!TrustedProxies::default().contains(ip("127.0.0.1")));
+        assert!(TrustedProxies::new(vec![(ip("0.0.0.0"), 0)]).contains(ip("192.0.2.1")));
+    }
 
     #[test]
     fn guardrail_and_ranges() {

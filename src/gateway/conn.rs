@@ -7,7 +7,7 @@
 //! outboxes. Its [`ConnGuard`] releases the slot and every registry entry on
 //! the way out, on a panic too. Nothing a client sends is unwrapped.
 
-use std::net::{SocketAddr, TcpStream};
+use std::net::{IpAddr, SocketAddr, TcpStream};
 use std::sync::Arc;
 use std::thread;
 use std::time::Instant;
@@ -37,10 +37,19 @@ pub const CONN_STACK_BYTES: usize = 128 * 1024;
 /// # Errors
 /// The thread could not be spawned; the slot is released and the caller
 /// gets the connection back to refuse it.
-pub fn spawn(shared: &Arc<Shared>, stream: TcpStream, addr: SocketAddr, accepted: Instant) -> Result<(), Arc<Conn>> {
+pub fn spawn(
+    shared: &Arc<Shared>,
+    stream: TcpStream,
+    addr: SocketAddr,
+    accepted: Instant,
+    counted: Option<IpAddr>,
+) -> Result<(), Arc<Conn>> {
     let id = Uuid::new_v4();
     let key = shared.next_key();
     let conn = Arc::new(Conn::new(id, key, addr, accepted, Outbox::new(stream, shared.queue_limit_bytes)));
+    if let Some(ip) = counted {
+        conn.set_counted(ip);
+    }
     shared.hub.add(conn.clone());
     let guard = ConnGuard {
         shared: shared.clone(),
@@ -91,8 +100,8 @@ impl Drop for ConnGuard {
         for pending in departure.abandoned {
             shared.abandon(pending);
         }
-        if !self.who.authenticated {
-            shared.preauth.leave(self.conn.addr.ip());
+        if let Some(ip) = self.conn.counted().filter(|_| !self.who.authenticated) {
+            shared.preauth.leave(ip);
         }
         let active = shared.slots.release();
         if !self.running {
@@ -101,8 +110,9 @@ impl Drop for ConnGuard {
         // FIN now, even while other threads still hold this connection.
         self.conn.out.cut();
         let end = &self.end;
+        let client_ip = self.conn.forwarded_ip().map(|ip| ip.to_string());
         log!(target: "goclaw::conn", end.level,
-            conn_id:% = self.conn.id, addr:% = self.conn.addr,
+            conn_id:% = self.conn.id, addr:% = self.conn.addr, client_ip = client_ip.as_deref(),
             role = self.who.role.map(Role::as_str), node_id = self.who.node_id.as_deref(),
             reason = end.reason, code = end.server_code, client_code = end.client_code,
             error = end.detail.as_deref(),
@@ -139,8 +149,9 @@ fn life(shared: &Arc<Shared>, conn: &Arc<Conn>, guard: &mut ConnGuard) -> End {
         Ok(joined) => joined,
         Err(end) => return end,
     };
-    info!(target: "goclaw::conn", conn_id:% = conn.id, addr:% = conn.addr, role = role.as_str(),
-        node_id = node_id.as_deref(), active = shared.slots.active(); "client connected");
+    let client_ip = conn.forwarded_ip().map(|ip| ip.to_string());
+    info!(target: "goclaw::conn", conn_id:% = conn.id, addr:% = conn.addr, client_ip = client_ip.as_deref(),
+        role = role.as_str(), node_id = node_id.as_deref(), active = shared.slots.active(); "client connected");
     let mut session = Session::new(shared, conn, role, node_id, meter);
     session.serve(&mut ws)
 }

@@ -12,7 +12,7 @@ use uuid::Uuid;
 
 use crate::gateway::admit::{self, Peer};
 use crate::gateway::hub::{JoinError, Replaced};
-use crate::gateway::limits::Meter;
+use crate::gateway::limits::{Meter, PREAUTH_RETRY};
 use crate::gateway::node::NodeInfo;
 use crate::gateway::payload::{
     self, Auth, Challenge, Empty, Features, HelloOk, Policy, Server, Snapshot, StateVersion,
@@ -90,6 +90,18 @@ pub fn upgrade(shared: &Shared, conn: &Conn, deadline: Instant) -> Result<(Vec<u
             if shared.is_draining() {
                 return Err(refuse(Refusal::ShuttingDown));
             }
+            if conn.counted().is_none() {
+                // From a trusted proxy: the limits apply to the client it names.
+                let peer = conn.addr.ip();
+                let client = shared.config.trusted_proxies.client(peer, &upgrade.forwarded_for).unwrap_or(peer);
+                if let Err(wait) = shared.limiter.check(client, Instant::now()) {
+                    return Err(refuse(Refusal::RateLimited(wait)));
+                }
+                if !shared.preauth.enter(client) {
+                    return Err(refuse(Refusal::RateLimited(PREAUTH_RETRY)));
+                }
+                conn.set_counted(client);
+            }
             net::write_all(stream, http::switching_protocols(&upgrade).as_bytes())
                 .map_err(|e| End::new(Level::Info, "client went away during upgrade").detail(e))?;
             Ok((tail, Peer { forwarded: upgrade.forwarded }))
@@ -134,7 +146,7 @@ pub fn join(
     let joined = match &admitted.node {
         None => shared.hub.join_operator(conn).map(|()| None).map_err(|_| JoinError::Draining),
         Some((node_id, identity)) => {
-            let remote_ip = conn.addr.ip().to_canonical().to_string();
+            let remote_ip = conn.client_ip().to_string();
             let info = NodeInfo::new(node_id.clone(), identity.clone(), hello, &remote_ip, unix_ms());
             if info.json.len() > shared.config.max_message_bytes / 2 {
                 let failure =
@@ -160,7 +172,9 @@ pub fn join(
     who.role = Some(role);
     who.node_id = node_id.clone();
     who.authenticated = true;
-    shared.preauth.leave(conn.addr.ip());
+    if let Some(ip) = conn.counted() {
+        shared.preauth.leave(ip);
+    }
     if let Some(device) = &admitted.device_id {
         conn.set_device(device);
     }

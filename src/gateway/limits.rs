@@ -188,6 +188,10 @@ impl Meter {
     }
 }
 
+/// `Retry-After` for a source at its unauthenticated-connection bound:
+/// about what a real client's handshake takes.
+pub const PREAUTH_RETRY: Duration = Duration::from_secs(1);
+
 /// Connections from one source (IPv6 by /64) that have not completed
 /// `connect` (SPEC §5), so a few addresses cannot hold every slot through
 /// the handshake timeout. Holds an entry only while its count is above

@@ -2,7 +2,7 @@
 //! (the outbox, which owns the socket) and the few flags other threads
 //! read. Shared by `Arc`; nothing here blocks.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::OnceLock;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering::SeqCst};
 use std::time::Instant;
@@ -30,6 +30,10 @@ pub struct Conn {
     pub pending: AtomicUsize,
     /// The device it proved, once `connect` verified one.
     device: OnceLock<Box<str>>,
+    /// The address its per-address limits count it under, once counted:
+    /// the peer's at accept, or, behind a trusted proxy, the client the
+    /// proxy names, once the upgrade request is read.
+    counted: OnceLock<IpAddr>,
     /// Its `hello-ok` has been sent: from then on the shutdown path may send
     /// it the `shutdown` event (which must not precede `hello-ok`).
     greeted: AtomicBool,
@@ -52,7 +56,28 @@ impl Conn {
             greeted: AtomicBool::new(false),
             shutdown_claimed: AtomicBool::new(false),
             device: OnceLock::new(),
+            counted: OnceLock::new(),
         }
+    }
+
+    /// Records the address its limits count it under (once).
+    pub fn set_counted(&self, ip: IpAddr) {
+        let _ = self.counted.set(ip);
+    }
+
+    /// The address its limits count it under, if they have counted it.
+    pub fn counted(&self) -> Option<IpAddr> {
+        self.counted.get().copied()
+    }
+
+    /// The client's address: the one a trusted proxy named, else the peer's.
+    pub fn client_ip(&self) -> IpAddr {
+        self.counted().unwrap_or(self.addr.ip()).to_canonical()
+    }
+
+    /// The address a trusted proxy named for its client, if not the peer's.
+    pub fn forwarded_ip(&self) -> Option<IpAddr> {
+        Some(self.client_ip()).filter(|ip| *ip != self.addr.ip().to_canonical())
     }
 
     /// Records the device this connection proved (once).

@@ -7,7 +7,7 @@
 //! is a pure function of the bytes read, so it can be fuzzed.
 
 use std::io::{ErrorKind, Read, Write};
-use std::net::{Shutdown, TcpStream};
+use std::net::{IpAddr, Shutdown, TcpStream};
 use std::time::{Duration, Instant};
 
 use crate::wire::{accept_key, net};
@@ -18,6 +18,8 @@ pub const MAX_HEAD_BYTES: usize = 8 * 1024;
 pub const MAX_HEADERS: usize = 32;
 /// First allocation for the request head; typical upgrades fit.
 const INITIAL_HEAD_BYTES: usize = 1024;
+/// Most `X-Forwarded-For` addresses kept: the nearest hops.
+pub const MAX_FORWARDED: usize = 8;
 
 /// Why an HTTP request is refused. Each maps to a status, a short text body
 /// and an error metric; the client is at fault unless noted.
@@ -82,6 +84,10 @@ pub struct Upgrade {
     /// The request came through a proxy: it carries `Forwarded`,
     /// `X-Forwarded-For` or `X-Real-IP` (SPEC §4.4: never local then).
     pub forwarded: bool,
+    /// The addresses `X-Forwarded-For` lists, in order (or `X-Real-IP`'s
+    /// when there is none), at most [`MAX_FORWARDED`]; only a trusted
+    /// proxy's are believed (`gateway::config::TrustedProxies`).
+    pub forwarded_for: Vec<IpAddr>,
     /// Bytes of the request head; anything after belongs to the WebSocket.
     pub head_len: usize,
 }
@@ -220,10 +226,23 @@ pub fn check_request(head: &[u8], allowed_origins: &[String]) -> Result<Option<U
     let mut version = None;
     let mut origin = None;
     let mut forwarded = false;
+    let (mut forwarded_for, mut real_ip) = (Vec::new(), None);
     for header in request.headers.iter() {
         let name = header.name;
         if ["forwarded", "x-forwarded-for", "x-real-ip"].iter().any(|h| name.eq_ignore_ascii_case(h)) {
             forwarded = true;
+            let value = std::str::from_utf8(header.value).unwrap_or_default();
+            if name.eq_ignore_ascii_case("x-forwarded-for") {
+                for ip in value.split(',').filter_map(|ip| ip.trim().parse::<IpAddr>().ok()) {
+                    if forwarded_for.len() == MAX_FORWARDED {
+                        // The nearest hops are the ones a trusted proxy vouches for.
+                        forwarded_for.remove(0);
+                    }
+                    forwarded_for.push(ip);
+                }
+            } else if name.eq_ignore_ascii_case("x-real-ip") {
+                real_ip = value.trim().parse::<IpAddr>().ok();
+            }
             continue;
         }
         if !["upgrade", "connection", "sec-websocket-key", "sec-websocket-version", "origin"]
@@ -268,7 +287,10 @@ pub fn check_request(head: &[u8], allowed_origins: &[String]) -> Result<Option<U
             return Err(Refusal::Forbidden);
         }
     }
-    Ok(Some(Upgrade { accept: accept_key::accept_key(key), forwarded, head_len }))
+    if forwarded_for.is_empty() {
+        forwarded_for.extend(real_ip);
+    }
+    Ok(Some(Upgrade { accept: accept_key::accept_key(key), forwarded, forwarded_for, head_len }))
 }
 
 /// The path of a request target, in origin form (`/ws?x=1`) or absolute

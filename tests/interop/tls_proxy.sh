@@ -87,9 +87,10 @@ openssl x509 -req -in "$WORK/server.csr" -CA "$WORK/ca.pem" -CAkey "$WORK/ca.key
     -days 2 -extfile "$WORK/server.ext" -out "$WORK/server.pem" 2>/dev/null
 ok "CA and server certificate (SAN 127.0.0.1, localhost) made with $(openssl version | cut -d' ' -f1-2)"
 
-# ---- the gateway, on loopback, plain ws://, local auto-approval left on (the default)
+# ---- the gateway, on loopback, plain ws://, local auto-approval left on (the default),
+# trusting the proxy's X-Forwarded-For for its per-address limits, as the README's unit does.
 # Port 0: the gateway picks free ports itself and names them in its first line.
-"$GOCLAW" serve --listen 127.0.0.1:0 --metrics-listen 127.0.0.1:0 \
+"$GOCLAW" serve --listen 127.0.0.1:0 --metrics-listen 127.0.0.1:0 --trusted-proxy 127.0.0.1 \
     --token "$TOKEN" --state-dir "$WORK/gateway" > "$WORK/gateway.log" 2>&1 &
 pids+=($!)
 wait_for 10 "the gateway says where it listens" grep -q "listening addr=" "$WORK/gateway.log"
