@@ -10,6 +10,7 @@ use std::io::{ErrorKind, Read, Write};
 use std::net::{IpAddr, Shutdown, TcpStream};
 use std::time::{Duration, Instant};
 
+pub use crate::wire::refusal::Refusal;
 use crate::wire::{accept_key, net};
 
 /// Largest request head accepted (request line and headers), in bytes.
@@ -20,61 +21,6 @@ pub const MAX_HEADERS: usize = 32;
 const INITIAL_HEAD_BYTES: usize = 1024;
 /// Most `X-Forwarded-For` addresses kept: the nearest hops.
 pub const MAX_FORWARDED: usize = 8;
-
-/// Why an HTTP request is refused. Each maps to a status, a short text body
-/// and an error metric; the client is at fault unless noted.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Refusal {
-    /// 400: malformed request or upgrade headers.
-    BadRequest(&'static str),
-    /// 404: path other than `/` or `/ws`.
-    NotFound,
-    /// 405: an upgrade with a method other than GET.
-    MethodNotAllowed,
-    /// 426: a plain HTTP request, or an unsupported WebSocket version.
-    UpgradeRequired,
-    /// 403: `Origin` not in `--allowed-origin`.
-    Forbidden,
-    /// 431: request head over [`MAX_HEAD_BYTES`] or [`MAX_HEADERS`].
-    TooLarge,
-    /// 429: the source IP is over `--rate-limit`; retry after this long.
-    RateLimited(Duration),
-    /// 503: at `--max-connections`, or no thread could be started. The
-    /// gateway's limit, not the client's fault.
-    AtCapacity,
-    /// 503: the gateway is shutting down.
-    ShuttingDown,
-}
-
-impl Refusal {
-    /// The complete HTTP response, `Connection: close`.
-    pub fn response(self) -> String {
-        let (status, body, extra) = match self {
-            Refusal::BadRequest(why) => ("400 Bad Request", why, String::new()),
-            Refusal::NotFound => ("404 Not Found", "not found: WebSocket endpoints are / and /ws", String::new()),
-            Refusal::MethodNotAllowed => ("405 Method Not Allowed", "use GET to upgrade", "Allow: GET\r\n".into()),
-            Refusal::UpgradeRequired => (
-                "426 Upgrade Required",
-                "this is a WebSocket endpoint (version 13)",
-                "Upgrade: websocket\r\nSec-WebSocket-Version: 13\r\n".into(),
-            ),
-            Refusal::Forbidden => ("403 Forbidden", "origin not allowed", String::new()),
-            Refusal::TooLarge => ("431 Request Header Fields Too Large", "request head too large", String::new()),
-            Refusal::RateLimited(wait) => (
-                "429 Too Many Requests",
-                "too many connections from your address",
-                format!("Retry-After: {}\r\n", (wait.as_secs() + u64::from(wait.subsec_nanos() > 0)).max(1)),
-            ),
-            Refusal::AtCapacity => ("503 Service Unavailable", "gateway at capacity", "Retry-After: 1\r\n".into()),
-            Refusal::ShuttingDown => ("503 Service Unavailable", "gateway shutting down", "Retry-After: 5\r\n".into()),
-        };
-        format!(
-            "HTTP/1.1 {status}\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: {}\r\n\
-             Connection: close\r\n{extra}\r\n{body}\n",
-            body.len() + 1
-        )
-    }
-}
 
 /// A request that may be upgraded.
 #[derive(Debug, PartialEq, Eq)]
@@ -233,13 +179,9 @@ pub fn check_request(head: &[u8], allowed_origins: &[String]) -> Result<Option<U
             forwarded = true;
             let value = std::str::from_utf8(header.value).unwrap_or_default();
             if name.eq_ignore_ascii_case("x-forwarded-for") {
-                for ip in value.split(',').filter_map(|ip| ip.trim().parse::<IpAddr>().ok()) {
-                    if forwarded_for.len() == MAX_FORWARDED {
-                        // The nearest hops are the ones a trusted proxy vouches for.
-                        forwarded_for.remove(0);
-                    }
-                    forwarded_for.push(ip);
-                }
+                // The nearest hops are the ones a trusted proxy vouches for.
+                forwarded_for.extend(value.split(',').filter_map(|ip| ip.trim().parse::<IpAddr>().ok()));
+                forwarded_for.drain(..forwarded_for.len().saturating_sub(MAX_FORWARDED));
             } else if name.eq_ignore_ascii_case("x-real-ip") {
                 real_ip = value.trim().parse::<IpAddr>().ok();
             }
@@ -414,9 +356,14 @@ mod tests {
         latin1.splice(at..at, b"User-Agent: caf\xe9\r\nCookie: a=\xff\r\n".iter().copied());
         let upgrade = check_request(&latin1, &[]).unwrap().unwrap();
         assert!(!upgrade.forwarded);
-        for header in ["X-Forwarded-For: 10.0.0.1", "Forwarded: for=10.0.0.1", "x-real-ip: 10.0.0.1"] {
-            let head = request("/ws", &format!("{header}\r\n"));
-            assert!(check_request(head.as_bytes(), &[]).unwrap().unwrap().forwarded, "{header}");
+        let chain: Vec<String> = (1..=10).map(|i| format!("10.0.0.{i}")).collect();
+        let (xff, last8) = (format!("X-Forwarded-For: {}, junk", chain.join(",")), chain[2..].join(","));
+        for (header, named) in
+            [(xff.as_str(), last8.as_str()), ("Forwarded: for=10.0.0.1", ""), ("x-real-ip: ::1", "::1")]
+        {
+            let upgrade = check_request(request("/ws", &format!("{header}\r\n")).as_bytes(), &[]).unwrap().unwrap();
+            let names: Vec<String> = upgrade.forwarded_for.iter().map(IpAddr::to_string).collect();
+            assert!(upgrade.forwarded && names.join(",") == named, "{header}: {names:?}");
         }
         let bad_key = request("/ws", "").replace(KEY, "dGhlIHNhbXBsZSBub25jZQ\u{e9}=");
         assert!(check_request(bad_key.as_bytes(), &[]).is_err());

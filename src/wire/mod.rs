@@ -13,5 +13,6 @@ pub mod http;
 pub mod json;
 pub mod net;
 pub mod params;
+pub mod refusal;
 pub mod text;
 pub mod ws;
