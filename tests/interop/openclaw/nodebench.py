@@ -21,8 +21,8 @@ it on loopback). For each node:
  2. stopped, then started again (same HOME or state dir) against the gateway;
     once the gateway lists it connected, --settle seconds, then the same
     samples, and the tree's CPU (utime+stime+cutime+cstime from
-    /proc/PID/stat, in 10 ms ticks) over --idle-window seconds of connected
-    idle.
+    /proc/PID/stat, in 10 ms ticks) and its threads' voluntary context
+    switches (wake-ups) over --idle-window seconds of connected idle.
  3. invokes: one operator WebSocket connection (Python websockets, opened
     before the node started) sends --warmup, then --invokes sequential
     `node.invoke system.which {"bins":["uname"]}`, each answer checked; the
@@ -137,6 +137,21 @@ def cpu_ticks(pid):
             total += sum(int(x) for x in fields[11:15])
         except (OSError, IndexError, ValueError):
             pass
+    return total
+
+
+def wakeups(pid):
+    """Voluntary context switches (a thread blocked, then woke up) summed over
+    every thread of the tree. A thread that exits takes its count with it:
+    good enough for an idle window, where the threads stay."""
+    total = 0
+    for p in tree(pid):
+        try:
+            tids = os.listdir(f"/proc/{p}/task")
+        except OSError:
+            continue
+        for t in tids:
+            total += int(status_fields(f"{p}/task/{t}").get("voluntary_ctxt_switches", "0"))
     return total
 
 
@@ -306,9 +321,10 @@ class Bench:
         log(f"{name}: connected after {out['connect_secs']:.1f}s (node {node['nodeId'][:12]}…), settling {a.settle}s")
         await asyncio.sleep(a.settle)
         out["connected"] = samples(p.pid)
-        c0, w0 = cpu_ticks(p.pid), time.monotonic()
+        c0, v0, w0 = cpu_ticks(p.pid), wakeups(p.pid), time.monotonic()
         await asyncio.sleep(a.idle_window)
-        c1, w1 = cpu_ticks(p.pid), time.monotonic()
+        c1, v1, w1 = cpu_ticks(p.pid), wakeups(p.pid), time.monotonic()
+        out["idle_wakeups_per_sec"] = (v1 - v0) / (w1 - w0)
         out["idle_cpu_ms_per_min"] = (c1 - c0) * 1000 / CLK_TCK * 60 / (w1 - w0)
         out["idle_ticks"], out["idle_secs"] = c1 - c0, w1 - w0
 
@@ -379,6 +395,8 @@ def report(results, sizes, args, cache):
         lambda r: "{:.2f} ms ({:.2f}, {:.2f})".format(*r["rtt_ms"]))
     row("CPU while connected and idle",
         lambda r: f"{r['idle_cpu_ms_per_min']:.0f} ms/min ({r['idle_ticks']} ticks in {r['idle_secs']:.0f} s)")
+    row("wake-ups while connected and idle (voluntary context switches)",
+        lambda r: f"{r['idle_wakeups_per_sec']:.1f}/s")
     row("start to connected (node started after the gateway)", lambda r: f"{r['connect_secs']:.1f} s")
     row("on disk", lambda r: sizes[r["kind"]])
 
