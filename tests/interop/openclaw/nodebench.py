@@ -334,7 +334,8 @@ class Bench:
             got = await op.which(node["nodeId"])
             if got != want:
                 sys.exit(f"{name}: system.which answered {got!r}, want {want!r}")
-        log(f"{name}: {a.invokes} invokes")
+        out["load_at_invokes"] = read("/proc/loadavg").split()[0]
+        log(f"{name}: {a.invokes} invokes (load average {out['load_at_invokes']})")
         rtts = []
         c0, w0 = cpu_ticks(p.pid), time.monotonic()
         for _ in range(a.invokes):
@@ -490,7 +491,8 @@ def main():
         names = ", ".join(sorted(set(r["connected"]["names"])))
         print(f"- {r['kind']}: processes when connected: {names}; RSS range over the 5 samples: "
               f"not connected {r['unconnected']['rss_range'][0]}-{r['unconnected']['rss_range'][1]} KiB, "
-              f"connected {r['connected']['rss_range'][0]}-{r['connected']['rss_range'][1]} KiB")
+              f"connected {r['connected']['rss_range'][0]}-{r['connected']['rss_range'][1]} KiB; "
+              f"1-minute load average when its invokes started: {r['load_at_invokes']}")
     if args.json:
         with open(args.json, "w") as f:
             json.dump({"results": results, "sizes": sizes, "load": [load0, load1]}, f, indent=2)
