@@ -29,9 +29,12 @@ const BACKOFF_FIRST: Duration = Duration::from_secs(1);
 pub const BACKOFF_CAP: Duration = Duration::from_secs(30);
 /// Longest wait the gateway's `restartExpectedMs` may ask for.
 const RESTART_WAIT_CAP: Duration = Duration::from_secs(60);
-/// How often the reading thread looks up from the socket: for finished
-/// programs, the keepalive and a stop request.
-const POLL: Duration = Duration::from_millis(50);
+/// How often the reading thread looks up from the socket for a stop
+/// request and the keepalive while nothing runs: an idle node wakes about
+/// once a second (as the real node host does), and stops within a second.
+const IDLE_POLL: Duration = Duration::from_secs(1);
+/// How often it looks up while programs run, to send their results.
+const BUSY_POLL: Duration = Duration::from_millis(50);
 
 /// What `goclaw node` runs with.
 #[derive(Debug, Clone)]
@@ -189,7 +192,8 @@ fn serve(runner: &Runner, mut client: Client, welcome: &Welcome, stop: &Stop) ->
         if let Err(e) = send_finished(&mut client, &finished, &mut results) {
             break End::Lost(e);
         }
-        let frame = match client.read_until(Instant::now() + POLL) {
+        let poll = if running.threads.is_empty() { IDLE_POLL } else { BUSY_POLL };
+        let frame = match client.read_until((Instant::now() + poll).min(last_frame + silence)) {
             Ok(Some(frame)) => frame,
             Ok(None) => continue,
             Err(ClientError::Closed(4000, reason)) if reason == "replaced" => break End::Replaced,

@@ -47,8 +47,9 @@ pub const RETRY_JITTER: Duration = Duration::from_millis(250);
 /// Slack over an invoke's own timeout before we stop waiting for the
 /// gateway's answer (it answers `TIMEOUT` itself at the deadline).
 const INVOKE_SLACK: Duration = Duration::from_secs(5);
-/// How often `watch` looks up from the socket for a stop request.
-const WATCH_POLL: Duration = Duration::from_millis(200);
+/// How often `watch` looks up from the socket for a stop request: it
+/// wakes about once a second while nothing happens, and stops within one.
+const WATCH_POLL: Duration = Duration::from_secs(1);
 
 /// An operator command's gateway, and where its device key lives.
 #[derive(Debug, Clone)]
