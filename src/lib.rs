@@ -60,7 +60,8 @@ pub use client::operator::{
 pub use gateway::config::Config;
 pub use gateway::{CONN_STACK_BYTES, Gateway, ShutdownReport, StartError};
 pub use ops::health::probe as probe_health;
-pub use ops::logging::{JsonLog, LOG_FILE_NAME, LogLimits, Logs, init as init_logging, under_journald};
+pub use ops::log_file::{JsonLog, LOG_FILE_NAME, LogLimits};
+pub use ops::logging::{Logs, init as init_logging, under_journald};
 pub use ops::metrics::{Direction, ErrorType, InvokeOutcome, Metrics, MsgType};
 pub use util::{ConfigError, Stop};
 pub use wire::auth::Token;

@@ -4,6 +4,7 @@
 //! of the protocol's frames; never touches a client's WebSocket.
 
 pub mod health;
+pub mod log_file;
 pub mod logging;
 pub mod metrics;
 pub mod notify;
