@@ -13,7 +13,9 @@
 //!   limit, `--max-connections`, shutdown) and spawns one named thread per
 //!   admitted connection (`conn`);
 //! - that thread is its socket's only reader: HTTP upgrade, challenge,
-//!   `connect`, request loop; its read deadline is the pong deadline;
+//!   `connect`; then it hands the connection to a fresh thread for the
+//!   request loop and ends, so the handshake's deep stack is not kept for
+//!   the life of the connection; the read deadline is the pong deadline;
 //! - every write to a client goes through that client's non-blocking outbox
 //!   (`outbox`), so no thread ever waits for another client's socket;
 //! - one heartbeat thread (`heartbeat`) pings, ticks, times out invokes and

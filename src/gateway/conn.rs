@@ -1,11 +1,15 @@
-//! One connection's thread, from accept to close: spawning it, its guard,
-//! and its life (the handshake of `handshake.rs`, then the request loop of
-//! `session.rs`, over the socket of `transport.rs`).
+//! One connection's threads, from accept to close: spawning them, their
+//! guard, and the life of the connection: the handshake of `handshake.rs`
+//! on a first thread, then the request loop of `session.rs` on a second,
+//! over the socket of `transport.rs`.
 //!
-//! The thread is the only reader of its socket and never waits for another
-//! client: everything it sends to others goes through their non-blocking
-//! outboxes. Its [`ConnGuard`] releases the slot and every registry entry on
-//! the way out, on a panic too. Nothing a client sends is unwrapped.
+//! A connection has one thread at a time: the handshake thread starts the
+//! session thread as its last act and ends. That thread is the only reader
+//! of its socket and never waits for another client: everything it sends
+//! to others goes through their non-blocking outboxes. The [`ConnGuard`]
+//! passes from the first thread to the second and releases the slot and
+//! every registry entry on the way out, on a panic too. Nothing a client
+//! sends is unwrapped.
 
 use std::net::{SocketAddr, TcpStream};
 use std::sync::Arc;
@@ -23,13 +27,13 @@ use crate::gateway::peer::Conn;
 use crate::gateway::send::Answer;
 use crate::gateway::session::Session;
 use crate::gateway::state::Shared;
-use crate::gateway::transport::{End, Transport, close_for_shutdown};
+use crate::gateway::transport::{End, Transport, Ws, close_for_shutdown};
 use crate::wire::frame::{ErrorCode, Role};
 use crate::wire::net;
 
-/// Stack reserved for each connection thread. The deepest path (serde
-/// parsing `connect` params in a debug build) stays well below it; only the
-/// pages actually touched count towards memory.
+/// Stack reserved for each of a connection's threads. The deepest path
+/// (serde parsing `connect` params in a debug build, about 46 KiB) stays
+/// well below it; only the pages actually touched count towards memory.
 pub const CONN_STACK_BYTES: usize = 128 * 1024;
 
 /// Starts the thread for an accepted connection whose slot is taken.
@@ -52,10 +56,10 @@ pub fn spawn(shared: &Arc<Shared>, stream: TcpStream, addr: SocketAddr, accepted
     };
     let mut name = String::from("conn-");
     name.push_str(&id.simple().to_string()[..8]);
-    let spawned = thread::Builder::new().name(name).stack_size(CONN_STACK_BYTES).spawn(move || run(guard));
+    let spawned = thread::Builder::new().name(name).stack_size(CONN_STACK_BYTES).spawn(move || greet(guard));
     match spawned {
         Ok(handle) => {
-            shared.threads.insert(key, handle);
+            shared.threads.insert(handle);
             Ok(())
         }
         // The closure, and with it the guard, was dropped: slot and hub entry are released.
@@ -63,8 +67,10 @@ pub fn spawn(shared: &Arc<Shared>, stream: TcpStream, addr: SocketAddr, accepted
     }
 }
 
-/// Cleans up after a connection however its thread ends, unwinding included:
-/// registries, pending invokes, presence, socket, slot.
+/// Cleans up after a connection however it ends, unwinding included:
+/// registries, pending invokes, presence, socket, slot. It passes from the
+/// handshake thread to the session thread; the thread that drops it
+/// reports itself finished.
 struct ConnGuard {
     shared: Arc<Shared>,
     conn: Arc<Conn>,
@@ -110,24 +116,44 @@ impl Drop for ConnGuard {
             error = end.detail.as_deref(),
             duration_ms = self.accepted.elapsed().as_millis() as u64, active = active;
             "client disconnected");
-        shared.threads.finished(self.conn.key);
+        shared.threads.finished();
     }
 }
 
-fn run(mut guard: ConnGuard) {
+/// A connection's first thread: the handshake, then the hand-over to the
+/// session thread.
+fn greet(mut guard: ConnGuard) {
     guard.running = true;
     let shared = guard.shared.clone();
     let conn = guard.conn.clone();
-    guard.end = life(&shared, &conn, &mut guard);
+    match handshake(&shared, &conn, &mut guard) {
+        Ok(client) => hand_over(&shared, Box::new(Greeted { guard, client })),
+        Err(end) => guard.end = end,
+    }
 }
 
-/// The whole life of a connection; returns how it ended.
-fn life(shared: &Arc<Shared>, conn: &Arc<Conn>, guard: &mut ConnGuard) -> End {
+/// A client that completed `connect`.
+struct Client {
+    ws: Ws,
+    role: Role,
+    node_id: Option<String>,
+    /// Has counted every frame since the upgrade (SPEC §5).
+    meter: Meter,
+}
+
+/// What the session thread takes over, in one box: starting the thread
+/// then moves a pointer, and the thread's first frames stay small.
+struct Greeted {
+    guard: ConnGuard,
+    client: Client,
+}
+
+/// From accept to `hello-ok`; returns the client, or how the connection
+/// ended.
+#[inline(never)]
+fn handshake(shared: &Arc<Shared>, conn: &Arc<Conn>, guard: &mut ConnGuard) -> Result<Client, End> {
     let deadline = guard.accepted + shared.config.handshake_timeout;
-    let (tail, peer) = match handshake::upgrade(shared, conn, deadline) {
-        Ok(upgraded) => upgraded,
-        Err(end) => return end,
-    };
+    let (tail, peer) = handshake::upgrade(shared, conn, deadline)?;
     // Every frame counts from here on, pre-connect frames included (SPEC §5).
     let rate = Rate::new(shared.config.message_rate_per_sec, shared.config.message_burst);
     let mut meter = Meter::new(rate, shared.config.flood_close_after, Instant::now());
@@ -135,16 +161,40 @@ fn life(shared: &Arc<Shared>, conn: &Arc<Conn>, guard: &mut ConnGuard) -> End {
         Transport { shared: shared.clone(), conn: conn.clone(), deadline, timer: net::ReadTimer::default() };
     let mut ws = WebSocket::from_partially_read(transport, tail, WsRole::Server, Some(shared.ws_config));
     if shared.hub.mark_upgraded(conn).is_err() {
-        return close_for_shutdown(shared, conn, &mut ws);
+        return Err(close_for_shutdown(shared, conn, &mut ws));
     }
-    let (role, node_id) = match handshake::join(shared, conn, &mut ws, &mut guard.who, &mut meter, peer) {
-        Ok(joined) => joined,
-        Err(end) => return end,
-    };
+    let (role, node_id) = handshake::join(shared, conn, &mut ws, &mut guard.who, &mut meter, peer)?;
     info!(target: "goclaw::conn", conn_id:% = conn.id, addr:% = conn.addr, role = role.as_str(),
         node_id = node_id.as_deref(), active = shared.slots.active(); "client connected");
-    let mut session = Session::new(shared, conn, role, node_id, meter);
-    session.serve(&mut ws)
+    Ok(Client { ws, role, node_id, meter })
+}
+
+/// Starts the request loop on a fresh thread and lets this one end. The
+/// handshake runs deep (HTTP parsing, `Sec-WebSocket-Accept`, JSON, a
+/// device signature, two log sinks: about 10 KiB of stack in a release
+/// build, 46 KiB in a debug one), and stack pages stay resident once
+/// touched; its thread's stack goes back to the system when it ends, so
+/// an idle connection keeps only what its request loop has touched
+/// (docs/BENCHMARKS.md).
+fn hand_over(shared: &Arc<Shared>, mut greeted: Box<Greeted>) {
+    // What the guard reports if the session thread cannot start: it is
+    // then dropped with the closure, here, and reports this thread finished.
+    greeted.guard.end = End::new(Level::Error, "no thread for the session");
+    let name = thread::current().name().unwrap_or("conn").to_string();
+    let spawned = thread::Builder::new().name(name).stack_size(CONN_STACK_BYTES).spawn(move || serve(greeted));
+    if let Ok(handle) = spawned {
+        shared.threads.insert(handle);
+        shared.threads.finished();
+    }
+}
+
+/// A connection's second thread: the request loop, until the end. The
+/// connection's state stays in its box.
+fn serve(mut greeted: Box<Greeted>) {
+    let (shared, conn) = (greeted.guard.shared.clone(), greeted.guard.conn.clone());
+    let node_id = greeted.client.node_id.take();
+    let mut session = Session::new(&shared, &conn, greeted.client.role, node_id, greeted.client.meter);
+    greeted.guard.end = session.serve(&mut greeted.client.ws);
 }
 
 #[cfg(test)]
@@ -203,7 +253,7 @@ mod tests {
             let _guard = guard;
             panic!("injected");
         });
-        shared.threads.insert(node.key, handle);
+        shared.threads.insert(handle);
         assert_eq!(shared.threads.join_all(), 1);
         assert_eq!(shared.slots.active(), 0);
         assert_eq!(shared.hub.counts(), (1, 0));
