@@ -1,15 +1,16 @@
-//! One connection's threads, from accept to close: spawning them, their
+//! One connection's threads, from accept to close: starting them, their
 //! guard, and the life of the connection: the handshake of `handshake.rs`
-//! on a first thread, then the request loop of `session.rs` on a second,
-//! over the socket of `transport.rs`.
+//! on a handshake thread, then the request loop of `session.rs` on a
+//! thread of its own, over the socket of `transport.rs`.
 //!
 //! A connection has one thread at a time: the handshake thread starts the
-//! session thread as its last act and ends. That thread is the only reader
-//! of its socket and never waits for another client: everything it sends
-//! to others goes through their non-blocking outboxes. The [`ConnGuard`]
-//! passes from the first thread to the second and releases the slot and
-//! every registry entry on the way out, on a panic too. Nothing a client
-//! sends is unwrapped.
+//! session thread as its last act for that connection, then waits briefly
+//! for another connection to greet (`greeters.rs`) or ends. The thread a
+//! connection is on is the only reader of its socket and never waits for
+//! another client: everything it sends to others goes through their
+//! non-blocking outboxes. The [`ConnGuard`] passes from the first thread to
+//! the second and releases the slot and every registry entry on the way
+//! out, on a panic too. Nothing a client sends is unwrapped.
 
 use std::net::{SocketAddr, TcpStream};
 use std::sync::Arc;
@@ -20,6 +21,7 @@ use log::{Level, info, log};
 use tungstenite::protocol::{Role as WsRole, WebSocket};
 use uuid::Uuid;
 
+use crate::gateway::greeters::Handshake;
 use crate::gateway::handshake::{self, Who};
 use crate::gateway::limits::{Meter, Rate};
 use crate::gateway::outbox::Outbox;
@@ -36,11 +38,12 @@ use crate::wire::net;
 /// well below it; only the pages actually touched count towards memory.
 pub const CONN_STACK_BYTES: usize = 128 * 1024;
 
-/// Starts the thread for an accepted connection whose slot is taken.
+/// Starts the handshake of an accepted connection whose slot is taken, on
+/// a waiting handshake thread or a new one.
 ///
 /// # Errors
-/// The thread could not be spawned; the slot is released and the caller
-/// gets the connection back to refuse it.
+/// No thread was waiting and none could be started; the slot is released
+/// and the caller gets the connection back to refuse it.
 pub fn spawn(shared: &Arc<Shared>, stream: TcpStream, addr: SocketAddr, accepted: Instant) -> Result<(), Arc<Conn>> {
     let id = Uuid::new_v4();
     let key = shared.next_key();
@@ -54,9 +57,12 @@ pub fn spawn(shared: &Arc<Shared>, stream: TcpStream, addr: SocketAddr, accepted
         who: Who::default(),
         end: End::new(Level::Error, "ended without a reason"),
     };
-    let mut name = String::from("conn-");
-    name.push_str(&id.simple().to_string()[..8]);
-    let spawned = thread::Builder::new().name(name).stack_size(CONN_STACK_BYTES).spawn(move || greet(guard));
+    let Err(handshake) = shared.greeters.offer(Box::new(move || greet(guard))) else { return Ok(()) };
+    let greeter = shared.clone();
+    let spawned = thread::Builder::new()
+        .name("handshake".into())
+        .stack_size(CONN_STACK_BYTES)
+        .spawn(move || handshakes(&greeter, handshake));
     match spawned {
         Ok(handle) => {
             shared.threads.insert(handle);
@@ -67,16 +73,26 @@ pub fn spawn(shared: &Arc<Shared>, stream: TcpStream, addr: SocketAddr, accepted
     }
 }
 
+/// A handshake thread: the handshake it was started for, then those given
+/// to it while it waits, until none comes for `greeters::IDLE`.
+fn handshakes(shared: &Shared, first: Handshake) {
+    let _reported = shared.threads.report_on_exit();
+    let mut next = Some(first);
+    while let Some(handshake) = next {
+        handshake();
+        next = shared.greeters.next();
+    }
+}
+
 /// Cleans up after a connection however it ends, unwinding included:
 /// registries, pending invokes, presence, socket, slot. It passes from the
-/// handshake thread to the session thread; the thread that drops it
-/// reports itself finished.
+/// handshake thread to the session thread.
 struct ConnGuard {
     shared: Arc<Shared>,
     conn: Arc<Conn>,
     accepted: Instant,
-    /// False until the thread runs: a guard dropped by a failed spawn only
-    /// releases what it holds.
+    /// False until its handshake runs: a guard dropped by a failed spawn
+    /// only releases what it holds.
     running: bool,
     /// Who the client turned out to be; set by the handshake.
     who: Who,
@@ -116,12 +132,10 @@ impl Drop for ConnGuard {
             error = end.detail.as_deref(),
             duration_ms = self.accepted.elapsed().as_millis() as u64, active = active;
             "client disconnected");
-        shared.threads.finished();
     }
 }
 
-/// A connection's first thread: the handshake, then the hand-over to the
-/// session thread.
+/// A connection's handshake, then the hand-over to its session thread.
 fn greet(mut guard: ConnGuard) {
     guard.running = true;
     let shared = guard.shared.clone();
@@ -169,28 +183,35 @@ fn handshake(shared: &Arc<Shared>, conn: &Arc<Conn>, guard: &mut ConnGuard) -> R
     Ok(Client { ws, role, node_id, meter })
 }
 
-/// Starts the request loop on a fresh thread and lets this one end. The
-/// handshake runs deep (HTTP parsing, `Sec-WebSocket-Accept`, JSON, a
-/// device signature, two log sinks: about 10 KiB of stack in a release
-/// build, 46 KiB in a debug one), and stack pages stay resident once
-/// touched; its thread's stack goes back to the system when it ends, so
-/// an idle connection keeps only what its request loop has touched
+/// Starts the request loop on a fresh thread. The handshake runs deep
+/// (HTTP parsing, `Sec-WebSocket-Accept`, JSON, a device signature, two
+/// log sinks: about 10 KiB of stack in a release build, 46 KiB in a debug
+/// one), and stack pages stay resident once touched; on its own thread, an
+/// idle connection keeps only what its request loop has touched
 /// (docs/BENCHMARKS.md).
 fn hand_over(shared: &Arc<Shared>, mut greeted: Box<Greeted>) {
     // What the guard reports if the session thread cannot start: it is
-    // then dropped with the closure, here, and reports this thread finished.
+    // then dropped with the closure, here.
     greeted.guard.end = End::new(Level::Error, "no thread for the session");
-    let name = thread::current().name().unwrap_or("conn").to_string();
+    let mut name = String::from("conn-");
+    name.push_str(&greeted.guard.conn.id.simple().to_string()[..8]);
     let spawned = thread::Builder::new().name(name).stack_size(CONN_STACK_BYTES).spawn(move || serve(greeted));
     if let Ok(handle) = spawned {
         shared.threads.insert(handle);
-        shared.threads.finished();
     }
 }
 
-/// A connection's second thread: the request loop, until the end. The
-/// connection's state stays in its box.
-fn serve(mut greeted: Box<Greeted>) {
+/// A connection's session thread, reported finished once the connection
+/// has ended and been cleaned up.
+fn serve(greeted: Box<Greeted>) {
+    let shared = greeted.guard.shared.clone();
+    let _reported = shared.threads.report_on_exit();
+    session(greeted);
+}
+
+/// The request loop, until the end. The connection's state stays in its
+/// box, and the guard in it cleans up when the box is dropped.
+fn session(mut greeted: Box<Greeted>) {
     let (shared, conn) = (greeted.guard.shared.clone(), greeted.guard.conn.clone());
     let node_id = greeted.client.node_id.take();
     let mut session = Session::new(&shared, &conn, greeted.client.role, node_id, greeted.client.meter);

@@ -89,6 +89,13 @@ impl ConnThreads {
         self.inner.lock().finished.push(thread::current().id());
     }
 
+    /// Reports the calling thread finished when dropped, unwinding
+    /// included: the first thing a thread's function makes, so it is the
+    /// last thing dropped.
+    pub fn report_on_exit(&self) -> ReportOnExit<'_> {
+        ReportOnExit(self)
+    }
+
     /// Joins the threads that have finished.
     pub fn reap(&self) {
         let done: Vec<JoinHandle<()>> = {
@@ -129,6 +136,16 @@ impl ConnThreads {
                 join(handle);
             }
         }
+    }
+}
+
+/// See [`ConnThreads::report_on_exit`].
+#[derive(Debug)]
+pub struct ReportOnExit<'a>(&'a ConnThreads);
+
+impl Drop for ReportOnExit<'_> {
+    fn drop(&mut self) {
+        self.0.finished();
     }
 }
 
