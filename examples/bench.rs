@@ -66,6 +66,7 @@ fn main() {
     let kernel_stack = kernel_stack_per_thread_kib();
     eprintln!("bench: kernel stack per thread: {kernel_stack:.1} KiB");
     memory_rows(&mut table, &shipped, options.connections, kernel_stack);
+    after_event_row(&mut table, &shipped, options.connections, kernel_stack);
     memory_rows(&mut table, &native, options.connections, kernel_stack);
     burst_row(&mut table, &shipped, options.burst);
     burst_row(&mut table, &native, options.burst);
@@ -511,6 +512,22 @@ fn idle_nodes(addr: SocketAddr, n: usize) -> Vec<TcpStream> {
         .collect()
 }
 
+/// `idle_nodes` that have each sent one `node.event` (a sensor's reading)
+/// and had its answer before going idle.
+fn nodes_after_one_event(addr: SocketAddr, n: usize) -> Vec<TcpStream> {
+    let event = json!({"type": "req", "id": "e", "method": "node.event",
+        "params": {"event": "reading", "payloadJSON": "{\"temperature\":21.5,\"battery\":97}"}})
+    .to_string();
+    (0..n)
+        .map(|i| {
+            let mut ws = hello(addr, "node", &format!("idle-{i}"), &["echo"]);
+            ws.send(Message::text(event.as_str())).expect("send");
+            assert_eq!(recv_json(&mut ws)["ok"], true);
+            ws.into_inner()
+        })
+        .collect()
+}
+
 /// What `n` connections cost a server: KiB of RSS and threads each, µs of
 /// server CPU each.
 struct PerConnection {
@@ -604,6 +621,8 @@ fn memory_rows(table: &mut Table, bins: &Bins, n: usize, kernel_stack: f64) {
         "<= 24 KiB",
         Some(total <= CONNECTION_TARGET_KIB),
     );
+    drop(sockets);
+    drop(server);
     table.row(
         &format!("floor: std thread per connection blocked in read(), {n} connections: {}", bins.label),
         format!("{floor_total:.1} KiB ({:.1} KiB RSS + {floor_kernel:.1} KiB kernel stack)", floor.rss_kib),
@@ -625,10 +644,28 @@ fn memory_rows(table: &mut Table, bins: &Bins, n: usize, kernel_stack: f64) {
         "",
         None,
     );
+}
+
+/// What an idle connection costs once its node has sent a request: the
+/// request loop has then run deeper than the read it waits in.
+fn after_event_row(table: &mut Table, bins: &Bins, n: usize, kernel_stack: f64) {
+    let server = gateway(bins, &["--pong-wait", "10m", "--tick-interval", "10m"], false);
+    let (cost, sockets) = per_connection(&server, n, nodes_after_one_event);
+    let kernel = cost.threads * kernel_stack;
+    table.row(
+        &format!("idle authenticated connection whose node has sent one node.event, {n} nodes: {}", bins.label),
+        format!("{:.1} KiB ({:.1} KiB RSS + {kernel:.1} KiB kernel stack)", cost.rss_kib + kernel, cost.rss_kib),
+        String::new(),
+        "reported",
+        None,
+    );
     drop(sockets);
 }
 
-/// Memory given back after a burst: the idle gateway's RSS, then `n`
+/// Memory given back after a burst. The baseline is the idle gateway's
+/// RSS once one node has come and gone (the code of a connection's path
+/// paged in, the tables at their floor size: what any gateway in service
+/// has paid once); the RSS right after start is printed too. Then `n`
 /// nodes connect, idle a moment and leave (sockets dropped, as devices
 /// that lose power or network); RSS once the gateway is down to its own
 /// threads again and its housekeeping (reaping threads, shrinking tables,
@@ -637,25 +674,35 @@ fn burst_row(table: &mut Table, bins: &Bins, n: usize) {
     let server = gateway(bins, &["--pong-wait", "10m", "--tick-interval", "10m"], false);
     let pid = server.pid();
     thread::sleep(Duration::from_millis(300));
-    let (threads0, baseline) = (threads(pid), status_kib(pid, "VmRSS:"));
+    let (threads0, cold) = (threads(pid), status_kib(pid, "VmRSS:"));
+    let settle = || {
+        let left = Instant::now();
+        while threads(pid) > threads0 && left.elapsed() < Duration::from_secs(30) {
+            thread::sleep(Duration::from_millis(50));
+        }
+        thread::sleep(Duration::from_millis(2100));
+    };
+    drop(idle_nodes(server.addr, 1));
+    settle();
+    let baseline = status_kib(pid, "VmRSS:");
     let sockets = idle_nodes(server.addr, n);
     thread::sleep(Duration::from_millis(500));
     let peak = status_kib(pid, "VmRSS:");
     drop(sockets);
-    let left = Instant::now();
-    while threads(pid) > threads0 && left.elapsed() < Duration::from_secs(30) {
-        thread::sleep(Duration::from_millis(50));
-    }
-    thread::sleep(Duration::from_millis(2100));
+    settle();
     let after = status_kib(pid, "VmRSS:");
     let ratio = after as f64 / baseline as f64;
+    let mib = |kib: u64| kib as f64 / 1024.0;
     table.row(
         &format!("RSS after a burst of {n} nodes that come and go, against the idle RSS before it: {}", bins.label),
         format!(
-            "{:.2} MiB ({after} KiB) after, {:.2} MiB ({baseline} KiB) before, {:.1} MiB at the peak",
-            after as f64 / 1024.0,
-            baseline as f64 / 1024.0,
-            peak as f64 / 1024.0
+            "{:.2} MiB ({after} KiB) after, {:.2} MiB ({baseline} KiB) before ({:.2} MiB, {cold} KiB, before any \
+             client: {:.2}×), {:.1} MiB at the peak",
+            mib(after),
+            mib(baseline),
+            mib(cold),
+            after as f64 / cold as f64,
+            mib(peak)
         ),
         format!("{ratio:.2}× before"),
         "<= 1.10× before",
