@@ -5,8 +5,9 @@
 //! A stream of connections then costs one thread start each, not two:
 //! starting a thread and unmapping its stack cost about as much as the
 //! rest of the handshake (docs/BENCHMARKS.md). Never holds its lock while
-//! a handshake runs; never keeps a thread waiting past [`IDLE`]; a waiting
-//! thread is given at most one handshake.
+//! a handshake runs; never keeps more than [`MAX_WAITING`] threads
+//! waiting, nor any past [`IDLE`]; a waiting thread is given at most one
+//! handshake.
 
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
@@ -18,6 +19,11 @@ use parking_lot::{Condvar, Mutex};
 /// start each, short enough that the threads of a burst are gone (and
 /// their stacks unmapped) right after it.
 pub const IDLE: Duration = Duration::from_millis(500);
+/// Most handshake threads waiting at once. A handshake takes milliseconds,
+/// so a few waiting threads serve hundreds of connections a second; each
+/// more would hold a kernel stack and a thread that `TasksMax` counts
+/// (goclaw.service leaves room for these beside one per connection).
+pub const MAX_WAITING: usize = 8;
 
 /// One connection's handshake, to run on a handshake thread.
 pub type Handshake = Box<dyn FnOnce() + Send>;
@@ -63,11 +69,14 @@ impl<T> Greeters<T> {
     }
 
     /// Called by a handshake thread done with its connection: the next
-    /// connection given to it within [`IDLE`], or `None`, and the thread
-    /// ends.
+    /// connection given to it within [`IDLE`], or `None` (also at once when
+    /// [`MAX_WAITING`] threads wait already), and the thread ends.
     pub fn next(&self) -> Option<T> {
         let deadline = Instant::now() + IDLE;
         let mut state = self.state.lock();
+        if state.idle >= MAX_WAITING {
+            return None;
+        }
         state.idle += 1;
         loop {
             if let Some(job) = state.jobs.pop_front() {
@@ -118,6 +127,28 @@ mod tests {
         assert!(started.elapsed() >= IDLE);
         let state = greeters.state.lock();
         assert_eq!((state.idle, state.jobs.len()), (0, 0));
+    }
+
+    #[test]
+    fn at_most_max_waiting_threads_wait() {
+        let greeters = Arc::new(Greeters::<u32>::default());
+        let waiting: Vec<_> = (0..MAX_WAITING)
+            .map(|_| {
+                let greeters = greeters.clone();
+                thread::spawn(move || greeters.next())
+            })
+            .collect();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while greeters.state.lock().idle < MAX_WAITING {
+            assert!(Instant::now() < deadline);
+            thread::sleep(Duration::from_millis(1));
+        }
+        let started = Instant::now();
+        assert_eq!(greeters.next(), None);
+        assert!(started.elapsed() < IDLE, "one more waited");
+        for thread in waiting {
+            assert_eq!(thread.join().unwrap(), None);
+        }
     }
 
     #[test]
