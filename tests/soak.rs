@@ -1,9 +1,15 @@
 //! Soak (issue "Hostile world"): 1,000 clients connect, invoke and
 //! disconnect in churn against the binary for GOCLAW_SOAK_SECONDS (default
 //! 600), while the gateway's RSS, threads and open descriptors are sampled
-//! every 10 s. At the end every request has had exactly one answer and
-//! threads, descriptors and RSS are back within 10 % of the baseline (taken
-//! after a short warm-up churn; see `soak`).
+//! every 10 s. At the end every request has had exactly one answer, and
+//! threads and descriptors are back within 10 % of the baseline (taken
+//! after a short warm-up churn; see `soak_build`).
+//!
+//! It soaks both builds in turn (issue 11, item 17), each named in the
+//! output: the static musl build that ships, whose RSS must also be back
+//! within 10 %, and the default glibc build, whose RSS is measured and
+//! reported but not held to it: glibc keeps exited threads' stacks and
+//! its malloc arenas (docs/RELIABILITY.md has the figures).
 //!
 //!     cargo test --release -- --ignored soak --nocapture
 //!
@@ -179,7 +185,7 @@ fn invoke(ws: &mut Client, node: &str, id: &str, tally: &Tally) {
             return tally.problem(format!("{id}: unexpected frame {frame}"));
         }
         let outcome = if frame["ok"] == true {
-            if frame["payload"] != id {
+            if invoke_payload(&frame) != id {
                 tally.problem(format!("{id}: wrong payload {frame}"));
             }
             "ok".to_string()
@@ -206,30 +212,50 @@ fn leave(mut ws: Client, dice: &mut Dice) {
     while ws.read().is_ok() && Instant::now() < until {}
 }
 
-/// The build to soak: $GOCLAW_SOAK_BIN, else the static musl build that
-/// ships (built now, adding the target with rustup if needed), else this
-/// test's own build. glibc's malloc keeps its per-thread arenas after a
-/// burst of threads, so a glibc build does not return to its baseline RSS
-/// (docs/RELIABILITY.md has the figures).
-fn soak_binary() -> String {
-    if let Ok(bin) = std::env::var("GOCLAW_SOAK_BIN") {
-        return bin;
+/// One build to soak.
+struct Build {
+    /// Which build, as every figure printed names it.
+    label: String,
+    path: String,
+    /// Whether its RSS must come back within 10 % of the baseline.
+    gives_memory_back: bool,
+}
+
+/// The builds to soak: $GOCLAW_SOAK_BIN alone if set (held to the 10 %),
+/// else the static musl build that ships (built now, adding the target
+/// with rustup if needed) and the default glibc build of this machine.
+fn soak_builds() -> Vec<Build> {
+    if let Ok(path) = std::env::var("GOCLAW_SOAK_BIN") {
+        return vec![Build { label: format!("GOCLAW_SOAK_BIN={path}"), path, gives_memory_back: true }];
     }
-    let target = format!("{}-unknown-linux-musl", std::env::consts::ARCH);
-    let build = || {
-        Command::new(env!("CARGO"))
-            .args(["build", "--release", "--locked", "--bin", "goclaw", "--target", &target])
-            .status()
-            .is_ok_and(|s| s.success())
+    let target_dir =
+        std::env::var("CARGO_TARGET_DIR").unwrap_or_else(|_| format!("{}/target", env!("CARGO_MANIFEST_DIR")));
+    let build = |target: Option<&str>| {
+        let mut command = Command::new(env!("CARGO"));
+        command.args(["build", "--release", "--locked", "--bin", "goclaw"]);
+        if let Some(target) = target {
+            command.args(["--target", target]);
+        }
+        command.status().is_ok_and(|s| s.success())
     };
-    let add_target = || Command::new("rustup").args(["target", "add", &target]).status().is_ok_and(|s| s.success());
-    if build() || (add_target() && build()) {
-        let target_dir =
-            std::env::var("CARGO_TARGET_DIR").unwrap_or_else(|_| format!("{}/target", env!("CARGO_MANIFEST_DIR")));
-        return format!("{target_dir}/{target}/release/goclaw");
+    let mut builds = Vec::new();
+    let musl = format!("{}-unknown-linux-musl", std::env::consts::ARCH);
+    let add_target = || Command::new("rustup").args(["target", "add", &musl]).status().is_ok_and(|s| s.success());
+    if build(Some(&musl)) || (add_target() && build(Some(&musl))) {
+        let path = format!("{target_dir}/{musl}/release/goclaw");
+        builds.push(Build { label: format!("{musl} (static)"), path, gives_memory_back: true });
+    } else {
+        println!("no standard library for {musl}: the static build is not soaked");
     }
-    println!("no standard library for {target}: soaking this test's own build");
-    BIN.to_string()
+    assert!(build(None), "cargo build --release failed");
+    // glibc keeps up to 40 MiB of exited threads' stacks for reuse
+    // (glibc.pthread.stack_cache_size) and does not give back free memory
+    // inside its heaps without malloc_trim(3), which only unsafe FFI could
+    // call: after a burst its RSS stays high. Measured, reported, not held.
+    let glibc = cfg!(target_env = "gnu");
+    let label = format!("{}-unknown-linux-{} (dynamic)", std::env::consts::ARCH, if glibc { "gnu" } else { "musl" });
+    builds.push(Build { label, path: format!("{target_dir}/release/goclaw"), gives_memory_back: !glibc });
+    builds
 }
 
 fn soak_seconds() -> u64 {
@@ -286,10 +312,61 @@ fn churn_phase(gateway: &Running, duration: Duration, tally: &Arc<Tally>, panick
 #[ignore = "long: cargo test --release -- --ignored soak"]
 fn soak() {
     let duration = Duration::from_secs(soak_seconds());
-    let bin = soak_binary();
-    println!("soaking {bin} for {duration:?}");
+    let builds = soak_builds();
+    let figures: Vec<Figures> = builds.iter().map(|build| soak_build(build, duration)).collect();
+    println!("\nmemory given back after {duration:?} of churn, by build:");
+    for (build, f) in builds.iter().zip(&figures) {
+        println!(
+            "  {}: RSS cold {} KiB, baseline {} KiB, churning {}-{} KiB, end {} KiB ({:+.1} % of the baseline, \
+             {:+.1} % of cold); threads {} -> {}, fds {} -> {}",
+            build.label,
+            f.cold.2,
+            f.baseline.2,
+            f.churn_rss.0,
+            f.churn_rss.1,
+            f.end.2,
+            percent(f.end.2, f.baseline.2),
+            percent(f.end.2, f.cold.2),
+            f.baseline.0,
+            f.end.0,
+            f.baseline.1,
+            f.end.1
+        );
+    }
+    for (build, f) in builds.iter().zip(&figures) {
+        let what = if build.gives_memory_back { "threads, fds, RSS KiB" } else { "threads, fds" };
+        assert!(
+            f.settled,
+            "{}: not back within 10 % of the baseline {:?} ({what}): {:?}",
+            build.label, f.baseline, f.end
+        );
+    }
+}
+
+/// Threads, open descriptors, RSS KiB.
+type Resources = (usize, usize, u64);
+
+/// What one build's soak measured.
+struct Figures {
+    cold: Resources,
+    baseline: Resources,
+    end: Resources,
+    /// Lowest and highest RSS sampled during the churn, KiB.
+    churn_rss: (u64, u64),
+    /// Back within 10 % of the baseline: threads and descriptors, and RSS
+    /// for a build that gives memory back.
+    settled: bool,
+}
+
+fn percent(now: u64, base: u64) -> f64 {
+    (now as f64 / base as f64 - 1.0) * 100.0
+}
+
+/// Soaks one build: correctness is asserted here, memory is returned.
+fn soak_build(build: &Build, duration: Duration) -> Figures {
+    println!("\nsoaking {} ({}) for {duration:?}", build.label, build.path);
     let gateway = serve_binary_at(
-        &bin,
+        &build.path,
         &[
             "--max-connections",
             "2000",
@@ -316,7 +393,7 @@ fn soak() {
     assert!(wait_for(Duration::from_secs(10), || connected(&gateway) == Some(STABLE_NODES as u64)));
     thread::sleep(Duration::from_secs(1)); // the set-up's connection threads are joined
     let cold = gateway.resources();
-    println!("cold: threads {}, fds {}, RSS {} KiB", cold.0, cold.1, cold.2);
+    println!("{}: cold: threads {}, fds {}, RSS {} KiB", build.label, cold.0, cold.1, cold.2);
 
     // Warm-up: the same churn briefly, then idle until the rate limiter has
     // forgotten its sources. What the first burst costs once and keeps (the
@@ -327,44 +404,51 @@ fn soak() {
     assert!(wait_for(Duration::from_secs(30), || connected(&gateway) == Some(STABLE_NODES as u64)));
     thread::sleep(IDLE_FORGOTTEN);
     let baseline = gateway.resources();
-    println!("baseline: threads {}, fds {}, RSS {} KiB", baseline.0, baseline.1, baseline.2);
+    println!("{}: baseline: threads {}, fds {}, RSS {} KiB", build.label, baseline.0, baseline.1, baseline.2);
 
     let samples = churn_phase(&gateway, duration, &tally, &mut panicked);
 
     // Churn over: only the stable nodes remain, as at the baseline. Once
-    // the rate limiter has forgotten the sources, all three counts must be
-    // back within 10 %.
+    // the rate limiter has forgotten the sources, the counts must be back
+    // within 10 %: threads and descriptors for every build, RSS for a build
+    // that gives memory back. The other is measured once the sources are
+    // forgotten, the latest the first could be judged.
     let stopped = Instant::now();
     let within = |now: u64, base: u64| now.abs_diff(base) * 10 <= base;
     let settled = wait_for(IDLE_FORGOTTEN + Duration::from_secs(30), || {
         let (threads, fds, rss) = gateway.resources();
+        let memory =
+            if build.gives_memory_back { within(rss, baseline.2) } else { stopped.elapsed() >= IDLE_FORGOTTEN };
         connected(&gateway) == Some(STABLE_NODES as u64)
             && within(threads as u64, baseline.0 as u64)
             && within(fds as u64, baseline.1 as u64)
-            && within(rss, baseline.2)
+            && memory
     });
     let end = gateway.resources();
     println!(
-        "end: threads {}, fds {}, RSS {} KiB, {:?} after the churn stopped",
+        "{}: end: threads {}, fds {}, RSS {} KiB, {:?} after the churn stopped",
+        build.label,
         end.0,
         end.1,
         end.2,
         stopped.elapsed()
     );
-    println!("outcomes: {:?}", tally.outcomes.lock());
+    println!("{}: outcomes: {:?}", build.label, tally.outcomes.lock());
     stop_nodes.store(true, Relaxed);
     for node in stable {
         node.join().unwrap();
     }
     panicked |= gateway.drain_panicked();
     let problems = tally.problems.lock();
-    assert!(problems.is_empty(), "{} problems, first: {}", problems.len(), problems[0]);
-    assert_eq!(tally.sent.load(Relaxed), tally.answered.load(Relaxed), "a request went unanswered");
+    assert!(problems.is_empty(), "{}: {} problems, first: {}", build.label, problems.len(), problems[0]);
+    assert_eq!(tally.sent.load(Relaxed), tally.answered.load(Relaxed), "{}: a request went unanswered", build.label);
     assert!(tally.sent.load(Relaxed) > 0);
-    assert!(!panicked, "the gateway panicked");
-    assert!(settled, "not back within 10 % of the baseline {baseline:?} (threads, fds, RSS KiB): {end:?}");
+    assert!(!panicked, "{}: the gateway panicked", build.label);
     let peak = samples.iter().map(|s| s.1).max().unwrap_or(0);
     assert!(peak > (CLIENTS / 2) as u64, "the churn never reached half its clients at once (peak {peak})");
+    let rss = samples.iter().map(|s| s.4);
+    let churn_rss = (rss.clone().min().unwrap_or(0), rss.max().unwrap_or(0));
+    Figures { cold, baseline, end, churn_rss, settled }
 }
 
 /// The gateway's `goclaw_connected_clients` gauge.

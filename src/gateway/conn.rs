@@ -1,11 +1,16 @@
-//! One connection's thread, from accept to close: spawning it, its guard,
-//! and its life (the handshake of `handshake.rs`, then the request loop of
-//! `session.rs`, over the socket of `transport.rs`).
+//! One connection's threads, from accept to close: starting them, their
+//! guard, and the life of the connection: the handshake of `handshake.rs`
+//! on a handshake thread, then the request loop of `session.rs` on a
+//! thread of its own, over the socket of `transport.rs`.
 //!
-//! The thread is the only reader of its socket and never waits for another
-//! client: everything it sends to others goes through their non-blocking
-//! outboxes. Its [`ConnGuard`] releases the slot and every registry entry on
-//! the way out, on a panic too. Nothing a client sends is unwrapped.
+//! A connection has one thread at a time: the handshake thread starts the
+//! session thread as its last act for that connection, then waits briefly
+//! for another connection to greet (`greeters.rs`) or ends. The thread a
+//! connection is on is the only reader of its socket and never waits for
+//! another client: everything it sends to others goes through their
+//! non-blocking outboxes. The [`ConnGuard`] passes from the first thread to
+//! the second and releases the slot and every registry entry on the way
+//! out, on a panic too. Nothing a client sends is unwrapped.
 
 use std::net::{IpAddr, SocketAddr, TcpStream};
 use std::sync::Arc;
@@ -16,6 +21,7 @@ use log::{Level, info, log};
 use tungstenite::protocol::{Role as WsRole, WebSocket};
 use uuid::Uuid;
 
+use crate::gateway::greeters::Handshake;
 use crate::gateway::handshake::{self, Who};
 use crate::gateway::limits::{Meter, Rate};
 use crate::gateway::outbox::Outbox;
@@ -23,20 +29,21 @@ use crate::gateway::peer::Conn;
 use crate::gateway::send::Answer;
 use crate::gateway::session::Session;
 use crate::gateway::state::Shared;
-use crate::gateway::transport::{End, Transport, close_for_shutdown};
+use crate::gateway::transport::{End, Transport, Ws, close_for_shutdown};
 use crate::wire::frame::{ErrorCode, Role};
 use crate::wire::net;
 
-/// Stack reserved for each connection thread. The deepest path (serde
-/// parsing `connect` params in a debug build) stays well below it; only the
-/// pages actually touched count towards memory.
+/// Stack reserved for each of a connection's threads. The deepest path
+/// (serde parsing `connect` params in a debug build, about 46 KiB) stays
+/// well below it; only the pages actually touched count towards memory.
 pub const CONN_STACK_BYTES: usize = 128 * 1024;
 
-/// Starts the thread for an accepted connection whose slot is taken.
+/// Starts the handshake of an accepted connection whose slot is taken, on
+/// a waiting handshake thread or a new one.
 ///
 /// # Errors
-/// The thread could not be spawned; the slot is released and the caller
-/// gets the connection back to refuse it.
+/// No thread was waiting and none could be started; the slot is released
+/// and the caller gets the connection back to refuse it.
 pub fn spawn(
     shared: &Arc<Shared>,
     stream: TcpStream,
@@ -58,12 +65,15 @@ pub fn spawn(
         who: Who::default(),
         end: End::new(Level::Error, "ended without a reason"),
     };
-    let mut name = String::from("conn-");
-    name.push_str(&id.simple().to_string()[..8]);
-    let spawned = thread::Builder::new().name(name).stack_size(CONN_STACK_BYTES).spawn(move || run(guard));
+    let Err(handshake) = shared.greeters.offer(Box::new(move || greet(guard))) else { return Ok(()) };
+    let greeter = shared.clone();
+    let spawned = thread::Builder::new()
+        .name("handshake".into())
+        .stack_size(CONN_STACK_BYTES)
+        .spawn(move || handshakes(&greeter, handshake));
     match spawned {
         Ok(handle) => {
-            shared.threads.insert(key, handle);
+            shared.threads.insert(handle);
             Ok(())
         }
         // The closure, and with it the guard, was dropped: slot and hub entry are released.
@@ -71,13 +81,25 @@ pub fn spawn(
     }
 }
 
-/// Cleans up after a connection however its thread ends, unwinding included:
-/// registries, pending invokes, presence, socket, slot.
+/// A handshake thread: the handshake it was started for, then those given
+/// to it while it waits, until none comes for `greeters::IDLE`.
+fn handshakes(shared: &Shared, first: Handshake) {
+    let _reported = shared.threads.report_on_exit();
+    let mut next = Some(first);
+    while let Some(handshake) = next {
+        handshake();
+        next = shared.greeters.next();
+    }
+}
+
+/// Cleans up after a connection however it ends, unwinding included:
+/// registries, pending invokes, presence, socket, slot. It passes from the
+/// handshake thread to the session thread.
 struct ConnGuard {
     shared: Arc<Shared>,
     conn: Arc<Conn>,
-    /// False until the thread runs: a guard dropped by a failed spawn only
-    /// releases what it holds.
+    /// False until its handshake runs: a guard dropped by a failed spawn
+    /// only releases what it holds.
     running: bool,
     /// Who the client turned out to be; set by the handshake.
     who: Who,
@@ -118,24 +140,42 @@ impl Drop for ConnGuard {
             error = end.detail.as_deref(),
             duration_ms = self.conn.accepted.elapsed().as_millis() as u64, active = active;
             "client disconnected");
-        shared.threads.finished(self.conn.key);
     }
 }
 
-fn run(mut guard: ConnGuard) {
+/// A connection's handshake, then the hand-over to its session thread.
+fn greet(mut guard: ConnGuard) {
     guard.running = true;
     let shared = guard.shared.clone();
     let conn = guard.conn.clone();
-    guard.end = life(&shared, &conn, &mut guard);
+    match handshake(&shared, &conn, &mut guard) {
+        Ok(client) => hand_over(&shared, Box::new(Greeted { guard, client })),
+        Err(end) => guard.end = end,
+    }
 }
 
-/// The whole life of a connection; returns how it ended.
-fn life(shared: &Arc<Shared>, conn: &Arc<Conn>, guard: &mut ConnGuard) -> End {
+/// A client that completed `connect`.
+struct Client {
+    ws: Ws,
+    role: Role,
+    node_id: Option<String>,
+    /// Has counted every frame since the upgrade (SPEC §5).
+    meter: Meter,
+}
+
+/// What the session thread takes over, in one box: starting the thread
+/// then moves a pointer, and the thread's first frames stay small.
+struct Greeted {
+    guard: ConnGuard,
+    client: Client,
+}
+
+/// From accept to `hello-ok`; returns the client, or how the connection
+/// ended.
+#[inline(never)]
+fn handshake(shared: &Arc<Shared>, conn: &Arc<Conn>, guard: &mut ConnGuard) -> Result<Client, End> {
     let deadline = conn.accepted + shared.config.handshake_timeout;
-    let (tail, peer) = match handshake::upgrade(shared, conn, deadline) {
-        Ok(upgraded) => upgraded,
-        Err(end) => return end,
-    };
+    let (tail, peer) = handshake::upgrade(shared, conn, deadline)?;
     // Every frame counts from here on, pre-connect frames included (SPEC §5).
     let rate = Rate::new(shared.config.message_rate_per_sec, shared.config.message_burst);
     let mut meter = Meter::new(rate, shared.config.flood_close_after, Instant::now());
@@ -143,17 +183,48 @@ fn life(shared: &Arc<Shared>, conn: &Arc<Conn>, guard: &mut ConnGuard) -> End {
         Transport { shared: shared.clone(), conn: conn.clone(), deadline, timer: net::ReadTimer::default() };
     let mut ws = WebSocket::from_partially_read(transport, tail, WsRole::Server, Some(shared.ws_config));
     if shared.hub.mark_upgraded(conn).is_err() {
-        return close_for_shutdown(shared, conn, &mut ws);
+        return Err(close_for_shutdown(shared, conn, &mut ws));
     }
-    let (role, node_id) = match handshake::join(shared, conn, &mut ws, &mut guard.who, &mut meter, peer) {
-        Ok(joined) => joined,
-        Err(end) => return end,
-    };
+    let (role, node_id) = handshake::join(shared, conn, &mut ws, &mut guard.who, &mut meter, peer)?;
     let client_ip = conn.forwarded_ip().map(|ip| ip.to_string());
     info!(target: "goclaw::conn", conn_id:% = conn.id, addr:% = conn.addr, client_ip = client_ip.as_deref(),
         role = role.as_str(), node_id = node_id.as_deref(), active = shared.slots.active(); "client connected");
-    let mut session = Session::new(shared, conn, role, node_id, meter);
-    session.serve(&mut ws)
+    Ok(Client { ws, role, node_id, meter })
+}
+
+/// Starts the request loop on a fresh thread. The handshake runs deep
+/// (HTTP parsing, `Sec-WebSocket-Accept`, JSON, a device signature, two
+/// log sinks: about 10 KiB of stack in a release build, 46 KiB in a debug
+/// one), and stack pages stay resident once touched; on its own thread, an
+/// idle connection keeps only what its request loop has touched
+/// (docs/BENCHMARKS.md).
+fn hand_over(shared: &Arc<Shared>, mut greeted: Box<Greeted>) {
+    // What the guard reports if the session thread cannot start: it is
+    // then dropped with the closure, here.
+    greeted.guard.end = End::new(Level::Error, "no thread for the session");
+    let mut name = String::from("conn-");
+    name.push_str(&greeted.guard.conn.id.simple().to_string()[..8]);
+    let spawned = thread::Builder::new().name(name).stack_size(CONN_STACK_BYTES).spawn(move || serve(greeted));
+    if let Ok(handle) = spawned {
+        shared.threads.insert(handle);
+    }
+}
+
+/// A connection's session thread, reported finished once the connection
+/// has ended and been cleaned up.
+fn serve(greeted: Box<Greeted>) {
+    let shared = greeted.guard.shared.clone();
+    let _reported = shared.threads.report_on_exit();
+    session(greeted);
+}
+
+/// The request loop, until the end. The connection's state stays in its
+/// box, and the guard in it cleans up when the box is dropped.
+fn session(mut greeted: Box<Greeted>) {
+    let (shared, conn) = (greeted.guard.shared.clone(), greeted.guard.conn.clone());
+    let node_id = greeted.client.node_id.take();
+    let mut session = Session::new(&shared, &conn, greeted.client.role, node_id, greeted.client.meter);
+    greeted.guard.end = session.serve(&mut greeted.client.ws);
 }
 
 #[cfg(test)]
@@ -212,7 +283,7 @@ mod tests {
             let _guard = guard;
             panic!("injected");
         });
-        shared.threads.insert(node.key, handle);
+        shared.threads.insert(handle);
         assert_eq!(shared.threads.join_all(), 1);
         assert_eq!(shared.slots.active(), 0);
         assert_eq!(shared.hub.counts(), (1, 0));

@@ -10,6 +10,7 @@ mod accept;
 mod admit;
 pub mod config;
 mod conn;
+mod greeters;
 mod handshake;
 mod heartbeat;
 mod hub;
@@ -210,6 +211,8 @@ impl Gateway {
     fn stop(&mut self) -> ShutdownReport {
         let shared = &self.shared;
         shared.begin_draining();
+        // Handshake threads waiting for a connection end now (none comes).
+        shared.greeters.stop();
         let active = shared.slots.active();
         shared.notifier.notify(&format!("STOPPING=1\nSTATUS=shutting down, {active} connections"));
         info!(active = active; "shutting down");

@@ -12,6 +12,7 @@ use parking_lot::Mutex;
 use tungstenite::protocol::WebSocketConfig;
 
 use crate::gateway::config::Config;
+use crate::gateway::greeters::Greeters;
 use crate::gateway::hub::Hub;
 use crate::gateway::limits::{IpLimiter, PreAuth, Rate};
 use crate::gateway::pairing::Store;
@@ -48,6 +49,8 @@ pub struct Shared {
     pub slots: Slots,
     /// Join handles of connection threads.
     pub threads: ConnThreads,
+    /// Handshake threads waiting for their next connection.
+    pub greeters: Greeters,
     /// Wakes the heartbeat thread.
     pub waker: Waker,
     /// Connections with queued output, for the heartbeat to flush.
@@ -87,6 +90,7 @@ impl Shared {
             hub: Hub::new(metrics.clone()),
             metrics,
             threads: ConnThreads::default(),
+            greeters: Greeters::default(),
             waker: Waker::default(),
             flush_list: Mutex::new(Vec::new()),
             closing: Mutex::new(VecDeque::new()),

@@ -171,7 +171,7 @@ fn accept_loop(view: &HealthView, listener: &TcpListener, stop: &AtomicBool, con
             serve(&view, &stream, &reading);
         });
         match spawned {
-            Ok(handle) => conns.threads.insert(key, handle),
+            Ok(handle) => conns.threads.insert(handle),
             Err(e) => {
                 // The closure never ran, so its guard never existed.
                 conns.release(key);
@@ -190,7 +190,7 @@ struct SlotGuard<'a> {
 impl Drop for SlotGuard<'_> {
     fn drop(&mut self) {
         self.conns.release(self.key);
-        self.conns.threads.finished(self.key);
+        self.conns.threads.finished();
     }
 }
 

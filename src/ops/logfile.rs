@@ -24,6 +24,8 @@ pub const LOG_FILE_NAME: &str = "goclaw.log";
 const BATCH_PAUSE: Duration = Duration::from_millis(20);
 /// Largest batch written at once; whole lines only.
 const BATCH_BYTES: usize = 64 * 1024;
+/// The batch buffer kept between bursts of lines.
+const BATCH_KEEP_BYTES: usize = 16 * 1024;
 /// How often the writer checks for backups past their age.
 const PRUNE_EVERY: Duration = Duration::from_secs(3600);
 
@@ -51,7 +53,7 @@ impl Default for LogLimits {
 /// of connections costs one wake-up and one write per [`BATCH_PAUSE`]
 /// rather than a futex wake and a context switch per line.
 pub fn write_lines(mut json: JsonLog, lines: &Receiver<Vec<u8>>, dropped: &AtomicU64) {
-    let mut batch = Vec::with_capacity(16 * 1024);
+    let mut batch = Vec::with_capacity(BATCH_KEEP_BYTES);
     let mut stopping = false;
     while !stopping {
         // Block for the first line, then take whatever else is waiting.
@@ -81,6 +83,9 @@ pub fn write_lines(mut json: JsonLog, lines: &Receiver<Vec<u8>>, dropped: &Atomi
             return;
         }
         batch.clear();
+        // A burst of lines (400 clients leaving at once) grows the buffer
+        // past BATCH_BYTES; give that back, or it stays resident.
+        batch.shrink_to(BATCH_KEEP_BYTES);
         if !stopping {
             thread::sleep(BATCH_PAUSE);
         }

@@ -5,7 +5,7 @@
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
-use std::thread::JoinHandle;
+use std::thread::{self, JoinHandle, ThreadId};
 use std::time::Instant;
 
 use log::info;
@@ -61,9 +61,11 @@ impl Slots {
     }
 }
 
-/// Join handles of connection threads. A finished thread reports its key;
-/// the accept and heartbeat threads join finished threads promptly, so
-/// neither handles nor exited threads' stacks pile up under churn.
+/// Join handles of connection threads, by thread. A finished thread
+/// reports itself; the accept and heartbeat threads join finished threads
+/// promptly, so neither handles nor exited threads' stacks pile up under
+/// churn. A thread may start the next one of the same connection before
+/// it ends (the handshake thread starts the session thread).
 #[derive(Debug, Default)]
 pub struct ConnThreads {
     inner: Mutex<ThreadsInner>,
@@ -71,20 +73,27 @@ pub struct ConnThreads {
 
 #[derive(Debug, Default)]
 struct ThreadsInner {
-    handles: HashMap<u64, JoinHandle<()>>,
-    /// Keys of threads that have finished (or are finishing).
-    finished: Vec<u64>,
+    handles: HashMap<ThreadId, JoinHandle<()>>,
+    /// Threads that have finished (or are finishing).
+    finished: Vec<ThreadId>,
 }
 
 impl ConnThreads {
     /// Records a started thread.
-    pub fn insert(&self, key: u64, handle: JoinHandle<()>) {
-        self.inner.lock().handles.insert(key, handle);
+    pub fn insert(&self, handle: JoinHandle<()>) {
+        self.inner.lock().handles.insert(handle.thread().id(), handle);
     }
 
-    /// Called by a connection thread as its last act.
-    pub fn finished(&self, key: u64) {
-        self.inner.lock().finished.push(key);
+    /// Called by a connection thread as its last act: it is about to end.
+    pub fn finished(&self) {
+        self.inner.lock().finished.push(thread::current().id());
+    }
+
+    /// Reports the calling thread finished when dropped, unwinding
+    /// included: the first thing a thread's function makes, so it is the
+    /// last thing dropped.
+    pub fn report_on_exit(&self) -> ReportOnExit<'_> {
+        ReportOnExit(self)
     }
 
     /// Joins the threads that have finished.
@@ -93,7 +102,7 @@ impl ConnThreads {
             let mut inner = self.inner.lock();
             let ThreadsInner { handles, finished } = &mut *inner;
             let mut done = Vec::new();
-            // A key may be reported before its handle is recorded; keep it until then.
+            // A thread may report before its handle is recorded; keep it until then.
             finished.retain(|key| match handles.remove(key) {
                 Some(handle) => {
                     done.push(handle);
@@ -109,18 +118,34 @@ impl ConnThreads {
         }
     }
 
-    /// Joins every thread; returns how many there were.
+    /// Joins every thread, and every thread they start before they end;
+    /// returns how many there were.
     pub fn join_all(&self) -> usize {
-        let handles: Vec<JoinHandle<()>> = {
-            let mut inner = self.inner.lock();
-            inner.finished.clear();
-            inner.handles.drain().map(|(_, h)| h).collect()
-        };
-        let count = handles.len();
-        for handle in handles {
-            join(handle);
+        let mut count = 0;
+        loop {
+            let handles: Vec<JoinHandle<()>> = {
+                let mut inner = self.inner.lock();
+                inner.finished.clear();
+                inner.handles.drain().map(|(_, h)| h).collect()
+            };
+            if handles.is_empty() {
+                return count;
+            }
+            count += handles.len();
+            for handle in handles {
+                join(handle);
+            }
         }
-        count
+    }
+}
+
+/// See [`ConnThreads::report_on_exit`].
+#[derive(Debug)]
+pub struct ReportOnExit<'a>(&'a ConnThreads);
+
+impl Drop for ReportOnExit<'_> {
+    fn drop(&mut self) {
+        self.0.finished();
     }
 }
 
@@ -130,5 +155,41 @@ fn join(handle: JoinHandle<()>) {
         // The panic message was already printed by the panic hook; the
         // connection's guards cleaned up during unwinding.
         info!(thread:% = name; "joined a connection thread that panicked");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    /// A thread that starts the next one before it ends (as a connection's
+    /// handshake thread starts its session thread): both are joined,
+    /// whether they are reaped as they finish or joined at shutdown.
+    #[test]
+    fn a_thread_handed_over_to_is_joined_too() {
+        for at_shutdown in [false, true] {
+            let threads = Arc::new(ConnThreads::default());
+            let first = {
+                let threads = threads.clone();
+                thread::spawn(move || {
+                    let next = threads.clone();
+                    threads.insert(thread::spawn(move || next.finished()));
+                    threads.finished();
+                })
+            };
+            threads.insert(first);
+            if at_shutdown {
+                assert_eq!(threads.join_all(), 2);
+            } else {
+                let deadline = Instant::now() + Duration::from_secs(10);
+                while !threads.inner.lock().handles.is_empty() || !threads.inner.lock().finished.is_empty() {
+                    assert!(Instant::now() < deadline, "not reaped: {:?}", threads.inner.lock());
+                    threads.reap();
+                    thread::sleep(Duration::from_millis(1));
+                }
+            }
+        }
     }
 }

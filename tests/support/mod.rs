@@ -378,6 +378,19 @@ impl Running {
         (count(format!("/proc/{pid}/task")), count(format!("/proc/{pid}/fd")), rss.unwrap_or(0))
     }
 
+    /// Resident KiB of the gateway's anonymous memory (heap and stacks):
+    /// what it allocated, without the pages of its own binary that the
+    /// first use of a code path maps in (file-backed, paged in once, and
+    /// several hundred KiB in a debug build).
+    pub fn anon_kib(&self) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).unwrap_or_default();
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("RssAnon:"))
+            .and_then(|v| v.split_whitespace().next()?.parse().ok())
+            .unwrap_or(0)
+    }
+
     /// Exit status, failing the test if the process outlives `limit`.
     pub fn wait(&mut self, limit: Duration) -> i32 {
         wait_exit(&mut self.child, limit).unwrap_or(-1)
