@@ -21,7 +21,7 @@ use log::{Level, info, log};
 use tungstenite::protocol::{Role as WsRole, WebSocket};
 use uuid::Uuid;
 
-use crate::gateway::greeters::Handshake;
+use crate::gateway::greeters::{Handshake, Next};
 use crate::gateway::handshake::{self, Who};
 use crate::gateway::limits::{Meter, Rate};
 use crate::gateway::outbox::Outbox;
@@ -85,10 +85,15 @@ pub fn spawn(
 /// to it while it waits, until none comes for `greeters::IDLE`.
 fn handshakes(shared: &Shared, first: Handshake) {
     let _reported = shared.threads.report_on_exit();
-    let mut next = Some(first);
-    while let Some(handshake) = next {
+    let mut handshake = first;
+    loop {
         handshake();
-        next = shared.greeters.next();
+        handshake = match shared.greeters.next() {
+            Next::Job(next) => next,
+            // It held no connection when it ended: shutdown does not count it.
+            Next::Idle => return shared.threads.ending_idle(),
+            Next::End => return,
+        };
     }
 }
 

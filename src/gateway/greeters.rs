@@ -28,6 +28,19 @@ pub const MAX_WAITING: usize = 8;
 /// One connection's handshake, to run on a handshake thread.
 pub type Handshake = Box<dyn FnOnce() + Send>;
 
+/// What a handshake thread done with its connection is told to do.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Next<T> {
+    /// Greet this connection.
+    Job(T),
+    /// End: it waited and none came within [`IDLE`], or shutdown woke it.
+    /// It holds no connection.
+    Idle,
+    /// End now, straight from its last connection, without waiting:
+    /// shutdown has begun, or [`MAX_WAITING`] threads wait already.
+    End,
+}
+
 /// Handshake threads that are waiting, and the handshakes given to them.
 pub struct Greeters<T = Handshake> {
     state: Mutex<State<T>>,
@@ -69,26 +82,25 @@ impl<T> Greeters<T> {
     }
 
     /// Called by a handshake thread done with its connection: the next
-    /// connection given to it within [`IDLE`], or `None` (also at once when
-    /// [`MAX_WAITING`] threads wait already), and the thread ends.
-    pub fn next(&self) -> Option<T> {
+    /// connection given to it within [`IDLE`], or the end.
+    pub fn next(&self) -> Next<T> {
         let deadline = Instant::now() + IDLE;
         let mut state = self.state.lock();
-        if state.idle >= MAX_WAITING {
-            return None;
+        if state.stopped || state.idle >= MAX_WAITING {
+            return Next::End;
         }
         state.idle += 1;
         loop {
             if let Some(job) = state.jobs.pop_front() {
                 state.idle -= 1;
-                return Some(job);
+                return Next::Job(job);
             }
             if state.stopped || self.wake.wait_until(&mut state, deadline).timed_out() && state.jobs.is_empty() {
                 state.idle -= 1;
                 if state.jobs.is_empty() {
                     state.jobs.shrink_to_fit();
                 }
-                return None;
+                return Next::Idle;
             }
         }
     }
@@ -121,9 +133,9 @@ mod tests {
         }
         assert_eq!(greeters.offer(2), Ok(()));
         assert_eq!(greeters.offer(3), Err(3), "one waiting thread, one job");
-        assert_eq!(waiting.join().unwrap(), Some(2));
+        assert_eq!(waiting.join().unwrap(), Next::Job(2));
         let started = Instant::now();
-        assert_eq!(greeters.next(), None, "nothing offered");
+        assert_eq!(greeters.next(), Next::Idle, "nothing offered");
         assert!(started.elapsed() >= IDLE);
         let state = greeters.state.lock();
         assert_eq!((state.idle, state.jobs.len()), (0, 0));
@@ -144,10 +156,10 @@ mod tests {
             thread::sleep(Duration::from_millis(1));
         }
         let started = Instant::now();
-        assert_eq!(greeters.next(), None);
+        assert_eq!(greeters.next(), Next::End);
         assert!(started.elapsed() < IDLE, "one more waited");
         for thread in waiting {
-            assert_eq!(thread.join().unwrap(), None);
+            assert_eq!(thread.join().unwrap(), Next::Idle);
         }
     }
 
@@ -159,7 +171,9 @@ mod tests {
             thread::spawn(move || greeters.next())
         };
         greeters.stop();
-        assert_eq!(waiting.join().unwrap(), None);
+        // Idle if it was waiting when stopped, End if it came after.
+        assert_ne!(waiting.join().unwrap(), Next::Job(1));
+        assert_eq!(greeters.next(), Next::End, "no wait once stopped");
         assert_eq!(greeters.offer(1), Err(1));
     }
 }

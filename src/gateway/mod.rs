@@ -103,7 +103,8 @@ pub struct ShutdownReport {
     pub unavailable: usize,
     /// Connections still open after the grace period, cut.
     pub cut: usize,
-    /// Connection threads joined.
+    /// Connection threads joined (a handshake thread that was waiting for
+    /// its next connection is joined too, but not counted).
     pub joined: usize,
 }
 

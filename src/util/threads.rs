@@ -76,6 +76,10 @@ struct ThreadsInner {
     handles: HashMap<ThreadId, JoinHandle<()>>,
     /// Threads that have finished (or are finishing).
     finished: Vec<ThreadId>,
+    /// Threads that end holding no connection (a handshake thread that
+    /// waited in vain for the next one): joined, but not counted by
+    /// [`ConnThreads::join_all`]. Emptied as they are joined.
+    idle: Vec<ThreadId>,
 }
 
 impl ConnThreads {
@@ -89,6 +93,12 @@ impl ConnThreads {
         self.inner.lock().finished.push(thread::current().id());
     }
 
+    /// Called by a thread that ends holding no connection, before it
+    /// reports itself finished.
+    pub fn ending_idle(&self) {
+        self.inner.lock().idle.push(thread::current().id());
+    }
+
     /// Reports the calling thread finished when dropped, unwinding
     /// included: the first thing a thread's function makes, so it is the
     /// last thing dropped.
@@ -100,7 +110,7 @@ impl ConnThreads {
     pub fn reap(&self) {
         let done: Vec<JoinHandle<()>> = {
             let mut inner = self.inner.lock();
-            let ThreadsInner { handles, finished } = &mut *inner;
+            let ThreadsInner { handles, finished, idle } = &mut *inner;
             let mut done = Vec::new();
             // A thread may report before its handle is recorded; keep it until then.
             finished.retain(|key| match handles.remove(key) {
@@ -110,6 +120,7 @@ impl ConnThreads {
                 }
                 None => true,
             });
+            idle.retain(|key| handles.contains_key(key));
             shrink_if_sparse(handles);
             done
         };
@@ -119,7 +130,8 @@ impl ConnThreads {
     }
 
     /// Joins every thread, and every thread they start before they end;
-    /// returns how many there were.
+    /// returns how many of them ended on a connection's work (threads
+    /// that reported [`ConnThreads::ending_idle`] are not counted).
     pub fn join_all(&self) -> usize {
         let mut count = 0;
         loop {
@@ -131,9 +143,17 @@ impl ConnThreads {
             if handles.is_empty() {
                 return count;
             }
-            count += handles.len();
             for handle in handles {
+                let id = handle.thread().id();
                 join(handle);
+                // The thread has ended, so it said by now whether it was idle.
+                let mut inner = self.inner.lock();
+                match inner.idle.iter().position(|&key| key == id) {
+                    Some(at) => {
+                        inner.idle.swap_remove(at);
+                    }
+                    None => count += 1,
+                }
             }
         }
     }
