@@ -10,10 +10,14 @@
 //! Synchronous, one OS thread per client, no async runtime:
 //!
 //! - the accept thread refuses what it can without a thread (per-IP rate
-//!   limit, `--max-connections`, shutdown) and spawns one named thread per
-//!   admitted connection (`conn`);
-//! - that thread is its socket's only reader: HTTP upgrade, challenge,
-//!   `connect`, request loop; its read deadline is the pong deadline;
+//!   limit, `--max-connections`, shutdown) and gives each admitted
+//!   connection to a handshake thread, a waiting one or a new one (`conn`,
+//!   `greeters`);
+//! - a connection has one thread at a time, its socket's only reader: the
+//!   handshake thread does the HTTP upgrade, challenge and `connect`, then
+//!   hands the client to a fresh thread for the request loop, so the
+//!   handshake's deep stack is not kept for the life of the connection; the
+//!   read deadline is the pong deadline;
 //! - every write to a client goes through that client's non-blocking outbox
 //!   (`outbox`), so no thread ever waits for another client's socket;
 //! - one heartbeat thread (`heartbeat`) pings, ticks, times out invokes and
