@@ -78,9 +78,22 @@ pub fn quotable_method(method: &str) -> Option<&str> {
 /// forbidden character replaced by its `\u{...}` escape: safe to put in a
 /// log line whatever a client sent.
 pub fn for_log(text: &str, max: usize) -> String {
+    // Every field of every log line comes through here: the common case,
+    // short and clean, is one copy.
+    if text.len() <= max && !text.chars().any(is_forbidden) {
+        return text.to_owned();
+    }
     let mut out = String::with_capacity(text.len().min(max));
     for c in text.chars() {
-        let escaped = if is_forbidden(c) { format!("\\u{{{:x}}}", u32::from(c)) } else { c.to_string() };
+        if !is_forbidden(c) {
+            if out.len() + c.len_utf8() > max {
+                out.push('…');
+                break;
+            }
+            out.push(c);
+            continue;
+        }
+        let escaped = format!("\\u{{{:x}}}", u32::from(c));
         if out.len() + escaped.len() > max {
             out.push('…');
             break;
