@@ -80,35 +80,26 @@ pub fn read_head<T>(
     deadline: Instant,
     check: impl Fn(&[u8]) -> Result<Option<(T, usize)>, Refusal>,
 ) -> Result<(T, Vec<u8>), HandshakeError> {
-    let mut buf = vec![0u8; INITIAL_HEAD_BYTES];
-    let mut filled = 0;
-    let mut timer = net::ReadTimer::default();
-    loop {
-        if filled == buf.len() {
-            if buf.len() >= MAX_HEAD_BYTES {
-                return Err(HandshakeError::Refused(Refusal::TooLarge));
-            }
-            buf.resize((buf.len() * 2).min(MAX_HEAD_BYTES), 0);
-        }
-        let n = match timer.read(stream, &mut buf[filled..], deadline) {
-            Ok(0) => return Err(HandshakeError::Closed),
-            Ok(n) => n,
-            Err(e) if e.kind() == ErrorKind::TimedOut => return Err(HandshakeError::Timeout),
-            Err(e) if e.kind() == ErrorKind::Interrupted => continue,
-            Err(_) => return Err(HandshakeError::Closed),
-        };
-        filled += n;
-        if let Some((value, head_len)) = check(&buf[..filled]).map_err(HandshakeError::Refused)? {
-            let tail = buf.get(head_len..filled).unwrap_or_default().to_vec();
-            return Ok((value, tail));
-        }
+    read_head_from(&mut Deadlined { stream, deadline, timer: net::ReadTimer::default() }, check)
+}
+
+/// A socket whose every read ends by `deadline` (`TimedOut` then).
+struct Deadlined<'a> {
+    stream: &'a TcpStream,
+    deadline: Instant,
+    timer: net::ReadTimer,
+}
+
+impl Read for Deadlined<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        self.timer.read(self.stream, buf, self.deadline)
     }
 }
 
-/// [`read_head`] for the client side: the server's answer read through any
-/// reader that bounds its own reads in time (the client's transport, plain
-/// or TLS, whose socket reads carry the deadline), so `TimedOut` (or
-/// `WouldBlock`) from it is the deadline. Same bounds as [`read_head`].
+/// [`read_head`] through any reader that bounds its own reads in time (the
+/// gateway's deadline socket, or the client's transport, plain or TLS,
+/// whose socket reads carry the deadline), so `TimedOut` (or `WouldBlock`)
+/// from it is the deadline. Same bounds as [`read_head`].
 ///
 /// # Errors
 /// See [`HandshakeError`].
