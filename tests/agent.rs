@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use clients::*;
 use serde_json::Value;
-use support::{READ_LIMIT, TOKEN, serve_binary, wait_for};
+use support::{Background, READ_LIMIT, TOKEN, serve_binary, wait_for};
 
 fn url(addr: std::net::SocketAddr) -> String {
     format!("ws://{addr}/ws")

@@ -7,11 +7,8 @@
 
 mod support;
 
-use std::io::{BufRead, BufReader};
 use std::net::{SocketAddr, TcpListener};
-use std::process::{Child, Command, Output, Stdio};
-use std::sync::mpsc::{self, Receiver};
-use std::thread;
+use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
 use nix::sys::signal::Signal;
@@ -79,59 +76,6 @@ fn device_of(addr: SocketAddr, instance: &str) -> String {
     let nodes: Value = serde_json::from_str(&stdout(&output)).unwrap();
     let node = nodes.as_array().unwrap().iter().find(|n| n["instanceId"] == instance).expect("listed");
     node["nodeId"].as_str().unwrap().to_string()
-}
-
-/// A background `goclaw` process and its stderr lines.
-struct Background {
-    child: Child,
-    lines: Receiver<String>,
-}
-
-impl Background {
-    fn start(args: &[&str]) -> Background {
-        let mut child = Command::new(BIN)
-            .args(args)
-            .env_clear()
-            .env("PATH", std::env::var("PATH").unwrap_or_default())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let (tx, lines) = mpsc::channel();
-        for pipe in [
-            Box::new(child.stdout.take().unwrap()) as Box<dyn std::io::Read + Send>,
-            Box::new(child.stderr.take().unwrap()),
-        ] {
-            let tx = tx.clone();
-            thread::spawn(move || {
-                for line in BufReader::new(pipe).lines().map_while(Result::ok) {
-                    let _ = tx.send(line);
-                }
-            });
-        }
-        Background { child, lines }
-    }
-
-    /// The first line containing `needle`, within `limit`.
-    fn line(&self, needle: &str, limit: Duration) -> String {
-        line_with(&self.lines, needle, limit)
-    }
-
-    fn signal(&self, signal: Signal) {
-        signal_child(&self.child, signal);
-    }
-
-    /// Exit status, failing the test if the process outlives `limit`.
-    fn wait(&mut self, limit: Duration) -> Option<i32> {
-        wait_exit(&mut self.child, limit)
-    }
-}
-
-impl Drop for Background {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
 }
 
 fn start_node(addr: SocketAddr, id: &str, extra: &[&str]) -> Background {

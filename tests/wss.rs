@@ -9,7 +9,7 @@ mod clients;
 mod support;
 
 use clients::*;
-use support::{READ_LIMIT, TOKEN, serve_binary};
+use support::{Background, READ_LIMIT, TOKEN, serve_binary};
 
 #[test]
 fn a_node_and_operators_over_wss_with_a_pinned_certificate() {

@@ -1,19 +1,18 @@
-//! Helpers for the tests of the client commands run as the binary: a
-//! scratch folder per test (removed at its end), `goclaw` runs with their
-//! own HOME, background processes and their output lines, and relays in
+//! Helpers for the tests of the client commands run as the binary (a
+//! background one is `support::Background`): a scratch folder per test
+//! (removed at its end), `goclaw` runs with their own HOME, and relays in
 //! front of a gateway: one that makes every connection look remote (it adds
 //! `X-Forwarded-For` to the upgrade, as a reverse proxy does) and one that
 //! terminates TLS (a rustls server with certificates `openssl` makes at test
 //! time), as the TLS proxy of SPEC §8.
 #![allow(dead_code)]
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
-use std::sync::mpsc::{self, Receiver};
+use std::process::{Command, Output};
 use std::thread;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// The binary under test.
 pub const BIN: &str = env!("CARGO_BIN_EXE_goclaw");
@@ -61,68 +60,6 @@ pub fn stdout(output: &Output) -> String {
 
 pub fn stderr(output: &Output) -> String {
     String::from_utf8_lossy(&output.stderr).into_owned()
-}
-
-/// A background `goclaw` process and its output lines.
-pub struct Background {
-    pub child: Child,
-    lines: Receiver<String>,
-}
-
-impl Background {
-    pub fn start(args: &[&str]) -> Background {
-        let mut child = Command::new(BIN)
-            .args(args)
-            .env_clear()
-            .env("PATH", std::env::var("PATH").unwrap_or_default())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let (tx, lines) = mpsc::channel();
-        for pipe in
-            [Box::new(child.stdout.take().unwrap()) as Box<dyn Read + Send>, Box::new(child.stderr.take().unwrap())]
-        {
-            let tx = tx.clone();
-            thread::spawn(move || {
-                for line in BufReader::new(pipe).lines().map_while(Result::ok) {
-                    let _ = tx.send(line);
-                }
-            });
-        }
-        Background { child, lines }
-    }
-
-    /// The first line containing `needle`, within `limit`.
-    pub fn line(&self, needle: &str, limit: Duration) -> String {
-        let until = Instant::now() + limit;
-        loop {
-            let left = until.saturating_duration_since(Instant::now());
-            let line = self.lines.recv_timeout(left).unwrap_or_else(|_| panic!("no line with {needle:?}"));
-            if line.contains(needle) {
-                return line;
-            }
-        }
-    }
-
-    /// Exit status, failing the test if the process outlives `limit`.
-    pub fn wait(&mut self, limit: Duration) -> Option<i32> {
-        let until = Instant::now() + limit;
-        loop {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                return status.code();
-            }
-            assert!(Instant::now() < until, "process still running after {limit:?}");
-            thread::sleep(Duration::from_millis(10));
-        }
-    }
-}
-
-impl Drop for Background {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
 }
 
 /// A relay listening on loopback; its threads end with the test process.

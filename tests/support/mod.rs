@@ -397,6 +397,59 @@ impl Running {
     }
 }
 
+/// A background `goclaw` process (its environment cleared but for `PATH`)
+/// and its output lines, stdout and stderr together.
+pub struct Background {
+    pub child: Child,
+    lines: Receiver<String>,
+}
+
+impl Background {
+    pub fn start(args: &[&str]) -> Background {
+        let mut child = Command::new(BIN)
+            .args(args)
+            .env_clear()
+            .env("PATH", std::env::var("PATH").unwrap_or_default())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let (tx, lines) = mpsc::channel();
+        for pipe in
+            [Box::new(child.stdout.take().unwrap()) as Box<dyn Read + Send>, Box::new(child.stderr.take().unwrap())]
+        {
+            let tx = tx.clone();
+            thread::spawn(move || {
+                for line in BufReader::new(pipe).lines().map_while(Result::ok) {
+                    let _ = tx.send(line);
+                }
+            });
+        }
+        Background { child, lines }
+    }
+
+    /// The first line containing `needle`, within `limit`.
+    pub fn line(&self, needle: &str, limit: Duration) -> String {
+        line_with(&self.lines, needle, limit)
+    }
+
+    pub fn signal(&self, signal: nix::sys::signal::Signal) {
+        signal_child(&self.child, signal);
+    }
+
+    /// Exit status, failing the test if the process outlives `limit`.
+    pub fn wait(&mut self, limit: Duration) -> Option<i32> {
+        wait_exit(&mut self.child, limit)
+    }
+}
+
+impl Drop for Background {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
 /// The first line from `lines` containing `needle`, failing the test if
 /// none comes within `limit`.
 pub fn line_with(lines: &Receiver<String>, needle: &str, limit: Duration) -> String {
