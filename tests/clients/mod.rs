@@ -12,7 +12,6 @@ use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::thread;
-use std::time::Duration;
 
 /// The binary under test.
 pub const BIN: &str = env!("CARGO_BIN_EXE_goclaw");
@@ -200,7 +199,7 @@ pub fn tls(upstream: SocketAddr, pki: &Pki, cert: &str, key: &str, ip: &str) -> 
 /// short read timeouts on both sockets, turn by turn.
 #[cfg(feature = "tls")]
 fn pump(mut tls: rustls::StreamOwned<rustls::ServerConnection, TcpStream>, mut server: TcpStream) {
-    let tick = Some(Duration::from_millis(5));
+    let tick = Some(std::time::Duration::from_millis(5));
     if tls.sock.set_read_timeout(tick).is_err() || server.set_read_timeout(tick).is_err() {
         return;
     }
