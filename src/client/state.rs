@@ -12,14 +12,15 @@
 //! never replaced. Nothing here prints a key or a token.
 
 use std::fmt;
-use std::fs::{self, DirBuilder, File, OpenOptions};
-use std::io::{self, Read, Write};
-use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
+use std::fs::{self, DirBuilder, File};
+use std::io::{self, Read};
+use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
 use crate::client::error::ClientError;
+use crate::util::durable::{self, sync_dir, write_temp};
 use crate::util::unix_ms;
 use crate::wire::auth::Token;
 use crate::wire::device::{DeviceKey, b64url, decode_lenient};
@@ -260,21 +261,6 @@ fn temp_path(path: &Path) -> PathBuf {
     PathBuf::from(name)
 }
 
-/// Writes `bytes` to a fresh temp file, 0600, and fsyncs it.
-fn write_temp(temp: &Path, bytes: &[u8]) -> io::Result<()> {
-    let mut file = OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(temp)?;
-    file.set_permissions(fs::Permissions::from_mode(0o600))?;
-    file.write_all(bytes)?;
-    file.sync_all()
-}
-
-fn sync_dir(path: &Path) -> io::Result<()> {
-    match path.parent() {
-        Some(dir) if !dir.as_os_str().is_empty() => File::open(dir)?.sync_all(),
-        _ => File::open(".")?.sync_all(),
-    }
-}
-
 /// Creates `path` with `bytes` only if it does not exist (a hard link of
 /// a complete temp file: atomic, and it never replaces); false if it did.
 fn create_new(path: &Path, bytes: &[u8]) -> io::Result<bool> {
@@ -290,13 +276,7 @@ fn create_new(path: &Path, bytes: &[u8]) -> io::Result<bool> {
 
 /// Replaces `path` with `bytes` atomically and durably.
 fn replace(path: &Path, bytes: &[u8]) -> io::Result<()> {
-    let temp = temp_path(path);
-    let renamed = write_temp(&temp, bytes).and_then(|()| fs::rename(&temp, path));
-    if renamed.is_err() {
-        let _ = fs::remove_file(&temp);
-    }
-    renamed?;
-    sync_dir(path)
+    durable::replace(path, &temp_path(path), bytes)
 }
 
 #[cfg(test)]

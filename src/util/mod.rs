@@ -1,11 +1,12 @@
 //! Small helpers both sides of the binary (gateway, client) and the
 //! operations code reach without reaching into each other: the clock in
-//! Unix milliseconds, the stop request, map shrinking, thread bookkeeping
-//! and the error of a bad flag. Nothing here knows about the protocol or a
+//! Unix milliseconds, the stop request, map shrinking, thread bookkeeping,
+//! durable file writes and the error of a bad flag. Nothing here knows about the protocol or a
 //! socket.
 
 mod clock;
 mod config_error;
+pub mod durable;
 mod maps;
 mod stop;
 mod threads;

@@ -4,25 +4,17 @@
 //! loss at any instant leaves the old file or the new one, never a torn
 //! one. Knows nothing of the format; never writes the file in place.
 
-use std::fs::{self, DirBuilder, File, OpenOptions, Permissions};
-use std::io::{self, Read, Write};
-use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
+use std::fs::{self, DirBuilder, File};
+use std::io::{self, Read};
+use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 use super::MAX_FILE_BYTES;
+use crate::util::durable;
+pub(super) use crate::util::durable::dir_of;
 
-/// The file's mode: read and write for the gateway's user only.
-const FILE_MODE: u32 = 0o600;
 /// The mode of a state directory the store creates.
 const DIR_MODE: u32 = 0o700;
-
-/// The directory holding `path` (`.` for a bare file name).
-pub(super) fn dir_of(path: &Path) -> &Path {
-    match path.parent() {
-        Some(dir) if !dir.as_os_str().is_empty() => dir,
-        _ => Path::new("."),
-    }
-}
 
 /// The temp file a write goes through: `pairing.json.tmp` beside the file,
 /// so the rename never crosses a file system.
@@ -75,33 +67,17 @@ pub(super) fn read(path: &Path) -> io::Result<Found> {
     Ok(Found::Bytes(bytes, meta.permissions().mode() & 0o077 != 0))
 }
 
-/// Replaces the file with `bytes`, durably: when this returns `Ok` the new
-/// content survives a crash or power loss; when it returns `Err` the file
-/// is the old one, unless only the last step (the directory's fsync) failed,
-/// in which case either may survive a crash.
+/// Replaces the file with `bytes`, durably ([`durable::replace`] through
+/// [`temp_path`], which the next open clears if a crash left it).
 pub(super) fn write_durable(path: &Path, bytes: &[u8]) -> io::Result<()> {
-    let temp = temp_path(path);
-    let result = write_temp(&temp, bytes).and_then(|()| fs::rename(&temp, path));
-    if result.is_err() {
-        // Best effort: a temp file left here is removed at the next open.
-        let _ = fs::remove_file(&temp);
-    }
-    result?;
-    // The rename is durable only once the directory entry is.
-    File::open(dir_of(path))?.sync_all()
-}
-
-fn write_temp(temp: &Path, bytes: &[u8]) -> io::Result<()> {
-    let mut file = OpenOptions::new().write(true).create(true).truncate(true).mode(FILE_MODE).open(temp)?;
-    // `mode` applies only when the file is created; a leftover may be wider.
-    file.set_permissions(Permissions::from_mode(FILE_MODE))?;
-    file.write_all(bytes)?;
-    file.sync_all()
+    durable::replace(path, &temp_path(path), bytes)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::util::durable::FILE_MODE;
+    use std::fs::Permissions;
 
     fn scratch(name: &str) -> PathBuf {
         let dir = std::env::temp_dir().join(format!("goclaw-pairing-file-{name}-{}", std::process::id()));
