@@ -4,7 +4,7 @@
 //! does before it is authenticated happens here; every refusal is one error
 //! response and a close frame.
 
-use std::sync::Arc;
+use std::sync::{Arc, LazyLock};
 use std::time::Instant;
 
 use log::{Level, info};
@@ -19,6 +19,7 @@ use crate::gateway::payload::{
 };
 use crate::gateway::peer::Conn;
 use crate::gateway::send::Answer;
+use crate::gateway::session::{NODE_METHODS, OPERATOR_METHODS};
 use crate::gateway::state::Shared;
 use crate::gateway::transport::{End, Ws, await_close_reply, close_for_shutdown, code, greeted, next_text};
 use crate::ops::metrics::{Direction, ErrorType, MsgType};
@@ -28,26 +29,11 @@ use crate::wire::frame::{self, ErrorCode, Failure, Role};
 use crate::wire::http::{self, HandshakeError, Refusal};
 use crate::wire::net;
 
-/// Every method, as `hello-ok.features.methods` lists it.
-const METHODS: &[&str] = &[
-    "health",
-    "node.list",
-    "node.describe",
-    "node.invoke",
-    "node.pair.list",
-    "node.pair.approve",
-    "node.pair.reject",
-    "node.pair.remove",
-    "device.pair.list",
-    "device.pair.approve",
-    "device.pair.reject",
-    "device.pair.remove",
-    "node.invoke.result",
-    "node.event",
-    "node.runnerInventory.update",
-    "node.skills.update",
-    "node.pluginTools.update",
-];
+/// Every method, as `hello-ok.features.methods` lists it: `health`, then
+/// the operators' methods and the nodes' (made once, from the lists the
+/// request loop dispatches on).
+static METHODS: LazyLock<Vec<&'static str>> =
+    LazyLock::new(|| ["health"].iter().chain(OPERATOR_METHODS).chain(NODE_METHODS).copied().collect());
 /// Events the gateway sends.
 pub const EVENTS: &[&str] = &[
     "connect.challenge",
@@ -246,7 +232,7 @@ fn hello_ok(shared: &Shared, conn: &Conn, protocol: u32, auth: Auth<'_>) -> Stri
         kind: "hello-ok",
         protocol,
         server: Server { version: env!("CARGO_PKG_VERSION"), conn_id: &conn.id.to_string() },
-        features: Features { methods: METHODS, events: EVENTS },
+        features: Features { methods: &METHODS, events: EVENTS },
         snapshot: Snapshot {
             presence: [],
             health: Empty {},
@@ -277,7 +263,6 @@ fn displace(shared: &Shared, replaced: Replaced, node_id: &str) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::gateway::session::{NODE_METHODS, OPERATOR_METHODS};
 
     #[test]
     fn features_list_every_method_once() {
