@@ -106,12 +106,5 @@ fn make_room(shared: &Shared, now: Instant) -> bool {
     shared.metrics.error(ErrorType::Capacity);
     debug!(conn_id:% = oldest.id, addr:% = oldest.addr; "cut before connect to make room");
     oldest.out.cut();
-    let until = Instant::now() + ROOM_WAIT;
-    while Instant::now() < until {
-        if shared.slots.try_acquire() {
-            return true;
-        }
-        thread::sleep(Duration::from_millis(1));
-    }
-    false
+    shared.slots.acquire_before(Instant::now() + ROOM_WAIT)
 }

@@ -218,14 +218,7 @@ impl Conns {
         };
         let Some(idle) = idle else { return false };
         net::cut(&idle);
-        let until = Instant::now() + ROOM_WAIT;
-        while Instant::now() < until {
-            if self.slots.try_acquire() {
-                return true;
-            }
-            thread::sleep(Duration::from_millis(1));
-        }
-        false
+        self.slots.acquire_before(Instant::now() + ROOM_WAIT)
     }
 }
 

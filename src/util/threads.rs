@@ -6,7 +6,7 @@
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
 use std::thread::{self, JoinHandle, ThreadId};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use log::info;
 use parking_lot::{Condvar, Mutex};
@@ -32,6 +32,19 @@ impl Slots {
     /// Takes a slot, unless all are in use.
     pub fn try_acquire(&self) -> bool {
         self.active.fetch_update(SeqCst, SeqCst, |n| (n < self.max).then_some(n + 1)).is_ok()
+    }
+
+    /// Takes a slot as soon as one frees, looking every millisecond until
+    /// `deadline` (for a caller that has just cut a connection to make
+    /// room); false if none freed by then.
+    pub fn acquire_before(&self, deadline: Instant) -> bool {
+        while !self.try_acquire() {
+            if Instant::now() >= deadline {
+                return false;
+            }
+            thread::sleep(Duration::from_millis(1));
+        }
+        true
     }
 
     /// Gives a slot back; returns how many remain in use.
