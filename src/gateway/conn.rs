@@ -237,11 +237,34 @@ mod tests {
     use super::*;
     use crate::gateway::config::Config;
     use crate::gateway::node::{NodeIdentity, NodeInfo};
+    use crate::gateway::pairing::Store;
     use crate::ops::metrics::InvokeOutcome;
     use crate::wire::connect::parse_connect;
     use crate::wire::params::Invoke;
     use serde_json::value::RawValue;
     use std::net::TcpListener;
+
+    /// A client registered but not yet sent its `hello-ok` gets no
+    /// broadcast event and no tick: they would arrive before the answer
+    /// to its `connect`.
+    #[test]
+    fn no_event_reaches_a_client_before_its_hello_ok() {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let shared = Shared::new(Config::default(), listener.local_addr().unwrap(), Store::in_memory());
+        let stream = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+        let _peer = listener.accept().unwrap();
+        let addr = stream.local_addr().unwrap();
+        let operator =
+            Arc::new(Conn::new(Uuid::new_v4(), shared.next_key(), addr, Instant::now(), Outbox::new(stream, 1 << 20)));
+        shared.hub.add(operator.clone());
+        shared.hub.join_operator(&operator).unwrap();
+        let mut clients = Vec::new();
+        shared.hub.clients(&mut clients);
+        assert!(shared.hub.operators().is_empty() && clients.is_empty());
+        operator.mark_greeted();
+        shared.hub.clients(&mut clients);
+        assert_eq!((shared.hub.operators().len(), clients.len()), (1, 1));
+    }
 
     /// A panicking connection thread still leaves the registries, the slot
     /// count and the thread list clean, and answers its pending invokes.

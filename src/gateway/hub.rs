@@ -249,15 +249,19 @@ impl Hub {
         }
     }
 
-    /// Copies the connected clients into `out` (for pings and ticks).
+    /// Copies the connected clients into `out` (for pings and ticks): the
+    /// greeted ones, since no event may precede a client's `hello-ok`.
     pub fn clients(&self, out: &mut Vec<Arc<Conn>>) {
         out.clear();
-        out.extend(self.inner.lock().clients.values().cloned());
+        out.extend(self.inner.lock().clients.values().filter(|conn| conn.is_greeted()).cloned());
     }
 
-    /// The connected operators (for presence events).
+    /// The connected operators (for broadcast events): the greeted ones. An
+    /// operator is registered before its `hello-ok` goes out; an event sent
+    /// to it in between would arrive first, and a real client waiting for
+    /// the `connect` answer takes it for that answer.
     pub fn operators(&self) -> Vec<Arc<Conn>> {
-        self.inner.lock().operators.values().cloned().collect()
+        self.inner.lock().operators.values().filter(|conn| conn.is_greeted()).cloned().collect()
     }
 
     /// Every connection with a thread (for the final shutdown cut).
